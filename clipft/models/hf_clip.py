@@ -1,0 +1,188 @@
+"""HF transformers CLIP behind the backbone interface every clipft module uses.
+
+A backbone is an ``nn.Module`` with ``encode_image(pixels)``, ``encode_text(tokens)``,
+``tokenize(texts)``, a learnable ``logit_scale`` (log-temperature, as in CLIP) and
+``preprocessing`` (image size, mean, std) taken from the checkpoint's processor config.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from clipft.errors import ConfigError
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class HFCLIPBackbone(nn.Module):
+    """Any HF CLIP checkpoint, by hub id or local directory, or a random CLIP from a config dict.
+
+    Args:
+        name_or_path: hub id (``openai/clip-vit-base-patch32``) or a local folder written by
+            ``save_pretrained``. Wins over ``config`` when both are given.
+        config: ``CLIPConfig`` kwargs (merged over :data:`TINY_CLIP_CONFIG`) for a randomly
+            initialised model with a byte-level tokenizer; used when ``name_or_path`` is null.
+        image_size, image_mean, image_std: override the checkpoint's preprocessing.
+        gradient_checkpointing: trade compute for memory on large towers.
+    """
+
+    def __init__(
+        self,
+        name_or_path: str | None = None,
+        config: dict[str, Any] | None = None,
+        image_size: int | None = None,
+        image_mean: list[float] | tuple[float, ...] | None = None,
+        image_std: list[float] | tuple[float, ...] | None = None,
+        max_text_length: int | None = None,
+        revision: str | None = None,
+        gradient_checkpointing: bool = False,
+        attn_implementation: str | None = "sdpa",
+    ) -> None:
+        super().__init__()
+        from transformers import CLIPModel
+
+        if name_or_path is None and config is None:
+            raise ConfigError(
+                "model.clip: set either name_or_path (hub id or local folder, e.g. "
+                "openai/clip-vit-base-patch32) or config (a CLIPConfig dict for a random model)"
+            )
+        processor_cfg: dict[str, Any] = {}
+        if name_or_path is not None:
+            name_or_path = str(name_or_path)
+            self.model = _load_pretrained(CLIPModel, name_or_path, revision, attn_implementation)
+            self.tokenizer = _load_pretrained_tokenizer(name_or_path, revision)
+            processor_cfg = _load_processor_config(name_or_path, revision)
+        else:
+            from clipft.models.byte_tokenizer import byte_level_tokenizer
+            from clipft.models.tiny_clip import build_clip_config
+
+            clip_config = build_clip_config(dict(config))
+            if attn_implementation:
+                clip_config._attn_implementation = attn_implementation
+            self.model = CLIPModel(clip_config)
+            self.tokenizer = byte_level_tokenizer(clip_config.text_config.max_position_embeddings)
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+
+        vision = self.model.config.vision_config
+        size = image_size or _processor_size(processor_cfg) or vision.image_size
+        self.preprocessing = {
+            "image_size": int(size),
+            "mean": [float(x) for x in (image_mean or processor_cfg.get("image_mean") or OPENAI_MEAN)],
+            "std": [float(x) for x in (image_std or processor_cfg.get("image_std") or OPENAI_STD)],
+        }
+        self.max_text_length = int(
+            max_text_length or min(self.model.config.text_config.max_position_embeddings, 77)
+        )
+        self.embed_dim = int(self.model.config.projection_dim)
+        self.name_or_path = name_or_path
+
+    # ------------------------------------------------------------------ interface
+    @property
+    def logit_scale(self) -> nn.Parameter:
+        """Log of the softmax temperature's inverse, learnable, as in CLIP."""
+        return self.model.logit_scale
+
+    def tokenize(self, texts: list[str], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        tokens = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.max_text_length,
+            return_tensors="pt",
+        )
+        out = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+        if device is not None:
+            out = {k: v.to(device) for k, v in out.items()}
+        return out
+
+    def encode_image(self, pixel_values: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        pooled = self.model.vision_model(pixel_values=pixel_values).pooler_output
+        feats = self.model.visual_projection(pooled)
+        return nn.functional.normalize(feats, dim=-1) if normalize else feats
+
+    def encode_text(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        normalize: bool = True,
+    ) -> torch.Tensor:
+        pooled = self.model.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        feats = self.model.text_projection(pooled)
+        return nn.functional.normalize(feats, dim=-1) if normalize else feats
+
+    @property
+    def image_tower(self) -> nn.Module:
+        return self.model.vision_model
+
+    @property
+    def text_tower(self) -> nn.Module:
+        return self.model.text_model
+
+    def image_parameters(self) -> list[nn.Parameter]:
+        return list(self.model.vision_model.parameters()) + list(self.model.visual_projection.parameters())
+
+    def text_parameters(self) -> list[nn.Parameter]:
+        return list(self.model.text_model.parameters()) + list(self.model.text_projection.parameters())
+
+
+def _offline_hint(name_or_path: str) -> str:
+    return (
+        f"could not load CLIP {name_or_path!r}: it is not a local folder with a config.json and it "
+        "could not be fetched from the Hugging Face hub. Pass a local folder written by "
+        "save_pretrained (model.clip.name_or_path=/path/to/folder), check the hub id's spelling, "
+        "or go online (unset HF_HUB_OFFLINE)."
+    )
+
+
+def _load_pretrained(cls: Any, name_or_path: str, revision: str | None, attn_implementation: str | None):
+    kwargs: dict[str, Any] = {"revision": revision}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    local = Path(os.path.expanduser(name_or_path))
+    if local.exists() and not (local / "config.json").exists():
+        raise ConfigError(f"model.clip.name_or_path={name_or_path!r} is a folder but holds no config.json")
+    try:
+        return cls.from_pretrained(str(local) if local.exists() else name_or_path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(_offline_hint(name_or_path) + f" ({type(exc).__name__}: {exc})") from exc
+
+
+def _load_pretrained_tokenizer(name_or_path: str, revision: str | None):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"{name_or_path!r} has CLIP weights but no usable tokenizer files "
+            f"(tokenizer.json / vocab.json + merges.txt): {exc}"
+        ) from exc
+
+
+def _load_processor_config(name_or_path: str, revision: str | None) -> dict[str, Any]:
+    """The checkpoint's image-processor settings, or {} when it ships none (defaults apply)."""
+    from transformers import CLIPImageProcessor
+
+    try:
+        return CLIPImageProcessor.from_pretrained(name_or_path, revision=revision).to_dict()
+    except (OSError, ValueError):
+        return {}
+
+
+def _processor_size(processor_cfg: dict[str, Any]) -> int | None:
+    crop = processor_cfg.get("crop_size")
+    if isinstance(crop, dict) and crop.get("height"):
+        return int(crop["height"])
+    if isinstance(crop, int):
+        return crop
+    size = processor_cfg.get("size")
+    if isinstance(size, dict):
+        return size.get("shortest_edge") or size.get("height")
+    return size if isinstance(size, int) else None

@@ -1,0 +1,158 @@
+"""Shared LightningModule base: metrics, evaluation loops, test-prediction capture, optimizers.
+
+Subclasses implement ``forward(images) -> logits``, ``training_step`` and ``named_parameter_groups``;
+everything a run reports (val/test accuracy, macro-F1, ECE, per-sample probabilities for
+``metrics.json``) lives here so CLIP and CNN modules are evaluated identically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score
+
+from clipft.errors import ConfigError
+from clipft.modules.optim import build_optimizer, build_scheduler, param_groups
+
+ECE_BINS = 15
+
+
+def eval_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    """Accuracy (top-1), macro-F1 and 15-bin ECE: the numbers every run reports."""
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes=num_classes, average="micro"),
+            "f1_macro": MulticlassF1Score(num_classes=num_classes, average="macro"),
+            "ece": MulticlassCalibrationError(num_classes=num_classes, n_bins=ECE_BINS, norm="l1"),
+        },
+        prefix=prefix,
+    )
+
+
+class ClassificationModule(L.LightningModule):
+    """Base for every clipft classifier; batches are ``(images, labels)``."""
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not class_names or len(class_names) < 2:
+            raise ConfigError(f"a classifier needs at least 2 class names, got {list(class_names or [])}")
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            raise ConfigError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.class_names = list(class_names)
+        self.num_classes = len(self.class_names)
+        self.optimizer_config = dict(optimizer)
+        self.scheduler_config = dict(scheduler) if scheduler else None
+        self.label_smoothing = float(label_smoothing)
+        self.val_metrics = eval_metrics(self.num_classes, "val/")
+        self.test_metrics = eval_metrics(self.num_classes, "test/")
+        self.test_outputs: dict[str, torch.Tensor] = {}
+        self._test_probs: list[torch.Tensor] = []
+        self._test_targets: list[torch.Tensor] = []
+
+    # ------------------------------------------------------------------ to implement
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def named_parameter_groups(self) -> dict[str, Iterable[tuple[str, nn.Parameter]]]:
+        """Parts of the model that may get their own LR: ``{part: named_parameters}``."""
+        return {"model": self.named_parameters()}
+
+    def part_learning_rates(self) -> dict[str, float | None]:
+        return {}
+
+    # ------------------------------------------------------------------ shared steps
+    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        images, labels = batch[0], batch[1]
+        logits = self(images).float()
+        loss = F.cross_entropy(logits, labels)
+        self.val_metrics.update(logits.softmax(dim=-1), labels)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=False, batch_size=len(labels), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute(), prog_bar=True, sync_dist=True)
+        self.val_metrics.reset()
+
+    def on_test_epoch_start(self) -> None:
+        self._test_probs, self._test_targets = [], []
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        images, labels = batch[0], batch[1]
+        logits = self(images).float()
+        probs = logits.softmax(dim=-1)
+        self.test_metrics.update(probs, labels)
+        self.log("test/loss", F.cross_entropy(logits, labels), on_epoch=True, batch_size=len(labels), sync_dist=True)
+        self._test_probs.append(probs.detach().cpu())
+        self._test_targets.append(labels.detach().cpu())
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute(), sync_dist=True)
+        self.test_metrics.reset()
+        if self._test_probs:
+            self.test_outputs = {
+                "probs": torch.cat(self._test_probs),
+                "targets": torch.cat(self._test_targets),
+            }
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self(images).float().softmax(dim=-1)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record which class to rebuild, so a checkpoint alone is enough to load the model."""
+        import clipft
+
+        checkpoint["clipft"] = {"module": module_class_path(self), "version": clipft.__version__}
+        if "hyper_parameters" in checkpoint:
+            checkpoint["hyper_parameters"] = plain_containers(checkpoint["hyper_parameters"])
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        cfg = dict(self.optimizer_config)
+        lr = cfg.get("lr")
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
+            raise ConfigError(f"model.optimizer.lr must be a positive number, got {lr!r}")
+        groups = param_groups(
+            self.named_parameter_groups(),
+            self.part_learning_rates(),
+            base_lr=float(lr),
+            weight_decay=float(cfg.pop("weight_decay", 0.0)),
+        )
+        optimizer = build_optimizer(cfg, groups)
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
+        scheduler = build_scheduler(self.scheduler_config, optimizer, int(total))
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def plain_containers(obj: Any) -> Any:
+    """dict/list/str/number only, so checkpoints load with ``torch.load(weights_only=True)``."""
+    if hasattr(obj, "_metadata") and type(obj).__module__.startswith("omegaconf"):
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(obj, resolve=True)
+    if isinstance(obj, dict):
+        return {k: plain_containers(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain_containers(v) for v in obj]
+    return obj
+
+
+def module_class_path(module: L.LightningModule) -> str:
+    return f"{type(module).__module__}.{type(module).__qualname__}"

@@ -1,0 +1,72 @@
+"""Build data, model, callbacks, loggers and trainer from a composed config."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def to_plain(cfg: Any) -> Any:
+    """Resolved plain Python containers (no OmegaConf objects end up in hparams or checkpoints)."""
+    if isinstance(cfg, DictConfig) or OmegaConf.is_config(cfg):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def resolve_precision(precision: Any, accelerator: str | None = None) -> Any:
+    """``auto``: bf16-mixed on GPUs that support it, 16-mixed on older GPUs, 32 on CPU."""
+    if precision not in (None, "auto"):
+        return precision
+    use_gpu = torch.cuda.is_available() and accelerator not in ("cpu",)
+    if not use_gpu:
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def build_datamodule(cfg: DictConfig):
+    from hydra.utils import instantiate
+
+    return instantiate(cfg.data, _convert_="all")
+
+
+def build_model(cfg: DictConfig, class_names: list[str]):
+    from hydra.utils import instantiate
+
+    return instantiate(to_plain(cfg.model), class_names=list(class_names), _recursive_=False, _convert_="all")
+
+
+def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Any]:
+    from hydra.utils import instantiate
+
+    callbacks = []
+    for name, cb_cfg in (cfg.get("callbacks") or {}).items():
+        if cb_cfg is None or "_target_" not in cb_cfg:
+            continue
+        if not has_logger and cb_cfg._target_.endswith("LearningRateMonitor"):
+            log.info("no logger configured: skipping callback %s", name)
+            continue
+        callbacks.append(instantiate(cb_cfg, _convert_="all"))
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    from hydra.utils import instantiate
+
+    loggers = []
+    for lg_cfg in (cfg.get("logger") or {}).values():
+        if lg_cfg is not None and "_target_" in lg_cfg:
+            loggers.append(instantiate(lg_cfg, _convert_="all"))
+    return loggers
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Any]):
+    from hydra.utils import instantiate
+
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_cfg["precision"] = resolve_precision(trainer_cfg.get("precision"), trainer_cfg.get("accelerator"))
+    return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, _convert_="all")

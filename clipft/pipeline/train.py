@@ -1,0 +1,90 @@
+"""The training pipeline: data -> model -> fit -> test on the best checkpoint -> metrics.json."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from clipft.evaluation.metrics import classification_report
+from clipft.pipeline.building import (
+    build_callbacks,
+    build_datamodule,
+    build_loggers,
+    build_model,
+    build_trainer,
+    to_plain,
+)
+from clipft.pipeline.run_info import run_info
+from clipft.utils.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def run_train(cfg: DictConfig) -> dict[str, Any]:
+    """Train and test one run; returns the metrics dict that is also written to ``metrics.json``."""
+    started = time.time()
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if cfg.get("seed") is not None:
+        L.seed_everything(int(cfg.seed), workers=True)
+
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model = build_model(cfg, datamodule.class_names)
+    datamodule.configure_preprocessing(**getattr(model, "preprocessing", {}))
+
+    loggers = build_loggers(cfg)
+    callbacks = build_callbacks(cfg, has_logger=bool(loggers))
+    trainer = build_trainer(cfg, callbacks, loggers)
+    for lg in loggers:
+        lg.log_hyperparams(to_plain(cfg))
+
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    metrics: dict[str, Any] = {"summary": {}, "data": datamodule.split_report}
+    best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if trainer.checkpoint_callback is not None:
+        score = trainer.checkpoint_callback.best_model_score
+        metrics["summary"]["best_" + trainer.checkpoint_callback.monitor.replace("/", "_")] = (
+            float(score) if score is not None else None
+        )
+        metrics["best_checkpoint"] = best_path or None
+    if cfg.get("test", True):
+        trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, weights_only=False)
+        if model.test_outputs:
+            report = classification_report(
+                model.test_outputs["probs"], model.test_outputs["targets"], datamodule.class_names
+            )
+            metrics["test"] = report
+            metrics["summary"].update(
+                {
+                    "test_accuracy": report["accuracy"],
+                    "test_macro_f1": report["macro_f1"],
+                    "test_ece": report["ece"],
+                    "test_per_class_accuracy": {k: v["accuracy"] for k, v in report["per_class"].items()},
+                }
+            )
+    metrics["epochs_trained"] = int(trainer.current_epoch)
+    metrics["duration_s"] = round(time.time() - started, 2)
+    metrics["run"] = {"output_dir": str(output_dir), **run_info(cfg.paths.get("root_dir"))}
+    metrics["config"] = to_plain(cfg)
+    atomic_write_json(output_dir / "metrics.json", metrics)
+    log.info("metrics written to %s", output_dir / "metrics.json")
+    return metrics
+
+
+def optimized_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
+    """The number a Hydra sweeper maximises: ``cfg.optimized_metric`` looked up in the summary."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    value = metrics.get("summary", {}).get(name)
+    return float(value) if value is not None else None

@@ -1,0 +1,6 @@
+"""Small shared helpers (config-driven construction, atomic file writes)."""
+
+from clipft.utils.instantiate import instantiate
+from clipft.utils.io import atomic_write_json, atomic_write_text
+
+__all__ = ["instantiate", "atomic_write_json", "atomic_write_text"]

@@ -1,0 +1,49 @@
+"""Build objects from ``{_target_: ..., ...}`` mappings without importing Hydra.
+
+LightningModules keep their sub-configs (optimizer, scheduler, backbone) as plain dicts in
+their hyper-parameters, so a checkpoint can be re-created (and loaded with
+``weights_only=True``) without Hydra and without pickled callables.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from clipft.errors import ConfigError
+
+
+def locate(path: str) -> Any:
+    """Import ``package.module.attr`` (attributes may be nested)."""
+    if not isinstance(path, str) or "." not in path:
+        raise ConfigError(f"_target_ must be a dotted import path like 'torch.optim.AdamW', got {path!r}")
+    parts = path.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:split])
+        try:
+            obj: Any = importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            continue
+        try:
+            for attr in parts[split:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            break
+        return obj
+    raise ConfigError(f"_target_ {path!r} cannot be imported: check the spelling and that its package is installed")
+
+
+def instantiate(config: Mapping[str, Any] | None, *args: Any, **kwargs: Any) -> Any:
+    """Call ``config['_target_']`` with the remaining keys (plus ``kwargs``); ``_partial_`` returns a partial."""
+    if config is None:
+        return None
+    if not isinstance(config, Mapping) or "_target_" not in config:
+        raise ConfigError(f"expected a mapping with a '_target_' key, got {config!r}")
+    params = {k: v for k, v in config.items() if not k.startswith("_")}
+    params.update(kwargs)
+    target = locate(config["_target_"])
+    if config.get("_partial_", False):
+        return functools.partial(target, *args, **params)
+    return target(*args, **params)
