@@ -1,0 +1,57 @@
+"""Every option of every config group composes with train.yaml and resolves."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf, open_dict
+
+from conftest import CONF_DIR, compose
+
+GROUPS = ["data", "model", "trainer", "callbacks", "logger", "paths", "hydra"]
+# options that need a user value (a `???`) get one here so they resolve
+REQUIRED = {("data", "folder"): ["data.root=/tmp/some/folder"]}
+
+
+def _options():
+    for group in GROUPS:
+        for path in sorted((CONF_DIR / group).glob("*.yaml")):
+            yield group, path.stem
+
+
+@pytest.mark.parametrize(("group", "option"), list(_options()))
+def test_every_group_option_composes(group, option, tmp_path):
+    overrides = [] if group in ("paths", "hydra") else [f"{group}={option}"]
+    overrides += REQUIRED.get((group, option), [])
+    cfg = compose(overrides, root=tmp_path)
+    hydra_node = OmegaConf.to_container(cfg.hydra, resolve=False)
+    assert hydra_node["run"]["dir"].startswith("${paths.log_dir}/${run_name}/")
+    with open_dict(cfg):
+        del cfg.hydra  # its sweep keys only resolve inside a multirun
+    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    assert plain["paths"]["root_dir"] == str(tmp_path)
+    if group in ("data", "model", "trainer"):
+        assert "_target_" in plain[group], f"{group}={option} has no _target_"
+
+
+def test_defaults_are_the_embedded_demo(tmp_path):
+    cfg = compose([], root=tmp_path)
+    assert cfg.data._target_ == "clipft.data.SyntheticSignsDataModule"
+    assert cfg.model._target_ == "clipft.modules.CLIPFineTune"
+    assert cfg.model.clip.name_or_path is None  # tiny random CLIP: no download
+    assert cfg.callbacks.model_checkpoint.monitor == "val/acc"
+    assert cfg.trainer.precision == "auto"
+    assert cfg.get("experiment") is None
+
+
+def test_real_clip_model_defaults_to_openai_vit_b32(tmp_path):
+    cfg = compose(["model=clip_flyp"], root=tmp_path)
+    assert cfg.model.clip.name_or_path == "openai/clip-vit-base-patch32"
+    assert cfg.model.optimizer._target_ == "torch.optim.AdamW"
+    assert list(cfg.model.optimizer.betas) == [0.9, 0.98]
+
+
+def test_precision_auto_is_fp32_on_cpu():
+    from clipft.pipeline.building import resolve_precision
+
+    assert resolve_precision("auto", "cpu") == "32-true"
+    assert resolve_precision("bf16-mixed", "gpu") == "bf16-mixed"
