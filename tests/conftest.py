@@ -37,16 +37,18 @@ def synthetic_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def colour_run(tmp_path_factory) -> dict:
     """A tiny CLIP trained by run_train to tell red/green/blue squares apart (evaluation/CLI tests)."""
-    from eval_helpers import colour_run_overrides, make_colour_dataset
+    import json
 
-    from clipft.pipeline.train import run_train
+    from eval_helpers import colour_run_overrides, make_colour_dataset
 
     root = tmp_path_factory.mktemp("colour-run")
     data = make_colour_dataset(root / "colours")
-    cfg = compose(colour_run_overrides(data), root=root)
-    metrics = run_train(cfg)
-    return {"root": root, "data": data, "run_dir": root / "run", "metrics": metrics,
-            "ckpt": root / "run" / "checkpoints" / "best.ckpt"}
+    result = run_script("train.py", [*colour_run_overrides(data), f"hydra.run.dir={root / 'run'}"], cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = root / "run"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {"root": root, "data": data, "run_dir": run_dir, "metrics": metrics,
+            "ckpt": run_dir / "checkpoints" / "best.ckpt"}
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "train", root: Path | None = None):

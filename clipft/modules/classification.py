@@ -18,6 +18,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score
 
 from clipft.errors import ConfigError
+from clipft.modules.distributed import gather_test_outputs
+from clipft.modules.fast_path import with_fused_optimizer
 from clipft.modules.optim import build_optimizer, build_scheduler, param_groups
 
 ECE_BINS = 15
@@ -107,6 +109,7 @@ class ClassificationModule(L.LightningModule):
                 "probs": torch.cat(self._test_probs),
                 "targets": torch.cat(self._test_targets),
             }
+            self.test_outputs = gather_test_outputs(self, self.test_outputs)  # DDP: whole test set, once each
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
@@ -118,6 +121,10 @@ class ClassificationModule(L.LightningModule):
         import clipft
 
         checkpoint["clipft"] = {"module": module_class_path(self), "version": clipft.__version__}
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "preprocessing"):  # what predict/ask must replay
+            checkpoint["clipft"]["preprocessing"] = dict(datamodule.preprocessing)
+            checkpoint["clipft"]["eval_transform"] = getattr(datamodule, "eval_transform_name", "clip_eval")
         if "hyper_parameters" in checkpoint:
             checkpoint["hyper_parameters"] = plain_containers(checkpoint["hyper_parameters"])
 
@@ -133,7 +140,7 @@ class ClassificationModule(L.LightningModule):
             base_lr=float(lr),
             weight_decay=float(cfg.pop("weight_decay", 0.0)),
         )
-        optimizer = build_optimizer(cfg, groups)
+        optimizer = build_optimizer(with_fused_optimizer(cfg, self.device), groups)  # fused AdamW on CUDA
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
         scheduler = build_scheduler(self.scheduler_config, optimizer, int(total))
         if scheduler is None:

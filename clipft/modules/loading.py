@@ -41,4 +41,5 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu", **ov
             f"{str(path)!r} does not match its module {meta['module']}: missing {list(missing)[:5]}, "
             f"unexpected {list(unexpected)[:5]}"
         )
+    module.checkpoint_meta = dict(meta)  # preprocessing the run used, read by clipft.evaluation.inference
     return module.to(map_location).eval()

@@ -8,6 +8,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from clipft.pipeline.launch import check_ddp_launch
+from clipft.utils.checkpoint_io import with_atomic_checkpoint_io
+
 log = logging.getLogger(__name__)
 
 
@@ -69,4 +72,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Any]):
 
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg["precision"] = resolve_precision(trainer_cfg.get("precision"), trainer_cfg.get("accelerator"))
-    return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, _convert_="all")
+    plugins = with_atomic_checkpoint_io(trainer_cfg.pop("plugins", None))  # last.ckpt is never half-written
+    trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=plugins, _convert_="all")
+    check_ddp_launch(trainer)  # multirun + script-relaunching DDP: one clear error (clipft.pipeline.launch)
+    return trainer

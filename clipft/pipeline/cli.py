@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 from omegaconf import DictConfig
 
-from clipft.errors import ClipftError
+from clipft.pipeline.failures import report_failure
 
 log = logging.getLogger("clipft")
 
@@ -16,10 +15,11 @@ log = logging.getLogger("clipft")
 def _guard(fn, cfg: DictConfig) -> Any:
     try:
         return fn(cfg)
-    except ClipftError as exc:
-        log.error("%s: %s", type(exc).__name__, exc)
-        print(f"clipft error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    except BaseException as exc:
+        # ClipftError, out of GPU memory, SIGTERM: one line with the fix and exit 1 (re-raised in a
+        # multirun so the other jobs still run); anything else is a bug and keeps its trace
+        report_failure(exc, cfg)
+        raise
 
 
 def train_entry(cfg: DictConfig) -> float | None:

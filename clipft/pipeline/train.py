@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from clipft.evaluation.artefacts import write_run_artefacts
 from clipft.evaluation.metrics import classification_report
 from clipft.pipeline.building import (
     build_callbacks,
@@ -19,7 +20,10 @@ from clipft.pipeline.building import (
     build_trainer,
     to_plain,
 )
+from clipft.pipeline.launch import trainer_for_test
+from clipft.pipeline.run_dir import prepare_run_dir
 from clipft.pipeline.run_info import run_info
+from clipft.pipeline.validation import validate_config
 from clipft.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -28,6 +32,8 @@ log = logging.getLogger(__name__)
 def run_train(cfg: DictConfig) -> dict[str, Any]:
     """Train and test one run; returns the metrics dict that is also written to ``metrics.json``."""
     started = time.time()
+    validate_config(cfg, "train")  # bad values: one clear line, before anything is built
+    prepare_run_dir(cfg, "train")  # ckpt_path=last: continue in that run's directory
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -37,7 +43,12 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    datamodule.write_reports(output_dir)  # data_report.json (+ skipped_images.txt)
     model = build_model(cfg, datamodule.class_names)
+    if cfg.get("init_from"):
+        from clipft.pipeline.warm_start import init_weights_from
+
+        init_weights_from(model, cfg.init_from)
     datamodule.configure_preprocessing(**getattr(model, "preprocessing", {}))
 
     loggers = build_loggers(cfg)
@@ -58,7 +69,8 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
         )
         metrics["best_checkpoint"] = best_path or None
     if cfg.get("test", True):
-        trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, weights_only=False)
+        # ddp_spawn: test on one device in this process (clipft.pipeline.launch.trainer_for_test)
+        trainer_for_test(trainer, cfg).test(model, datamodule=datamodule, ckpt_path=best_path or None, weights_only=False)
         if model.test_outputs:
             report = classification_report(
                 model.test_outputs["probs"], model.test_outputs["targets"], datamodule.class_names
@@ -76,6 +88,9 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     metrics["duration_s"] = round(time.time() - started, 2)
     metrics["run"] = {"output_dir": str(output_dir), **run_info(cfg.paths.get("root_dir"))}
     metrics["config"] = to_plain(cfg)
+    if not trainer.is_global_zero:
+        return metrics  # DDP child rank: rank 0 writes the run's files
+    metrics = write_run_artefacts(output_dir, model, datamodule, metrics, trainer)  # history, plots/, errors.csv
     atomic_write_json(output_dir / "metrics.json", metrics)
     log.info("metrics written to %s", output_dir / "metrics.json")
     return metrics

@@ -1,0 +1,6 @@
+"""Lightning callbacks any clipft module can use: two-stage fine-tuning and an EMA of the weights."""
+
+from clipft.callbacks.ema import EMAWeights
+from clipft.callbacks.finetuning import TwoStageFinetuning
+
+__all__ = ["EMAWeights", "TwoStageFinetuning"]

@@ -1,0 +1,21 @@
+"""Write the loggers' buffered rows to disk at every epoch start, so a killed run keeps its history.
+
+Lightning's CSVLogger buffers rows and writes every ``flush_logs_every_n_steps`` (100) steps: a
+run killed before that leaves no ``metrics.csv`` at all. Flushing when an epoch starts puts every
+row of the finished epochs on disk, which is exactly the history up to the epoch-end
+``last.ckpt``; a resumed run appends the rest, without duplicates.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+
+
+class FlushLogs(L.Callback):
+    """Call ``logger.save()`` on every logger at the start of each training epoch (after the first)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == 0:
+            return
+        for logger in trainer.loggers:
+            logger.save()

@@ -1,0 +1,25 @@
+"""LightningDataModules: one per dataset layout, all sharing :class:`ImageClassificationDataModule`."""
+
+from clipft.data.base import DatasetIndex, ImageClassificationDataModule, ImageDataset, Sample
+from clipft.data.cache import CachedImageDataset, DecodedImageCache
+from clipft.data.folder import FolderDataModule
+from clipft.data.gtsrb import GTSRB_CLASSES, GTSRBDataModule
+from clipft.data.stats import compute_mean_std
+from clipft.data.synthetic_signs import SyntheticSignsDataModule, generate_synthetic_signs
+from clipft.data.traffic_signs import TrafficSignsDataModule
+
+__all__ = [
+    "GTSRB_CLASSES",
+    "CachedImageDataset",
+    "DatasetIndex",
+    "DecodedImageCache",
+    "FolderDataModule",
+    "GTSRBDataModule",
+    "ImageClassificationDataModule",
+    "ImageDataset",
+    "Sample",
+    "SyntheticSignsDataModule",
+    "TrafficSignsDataModule",
+    "compute_mean_std",
+    "generate_synthetic_signs",
+]

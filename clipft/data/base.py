@@ -1,0 +1,470 @@
+"""The LightningDataModule every clipft dataset shares.
+
+A subclass only says *what* the data is (:meth:`build_index`: class names, a train pool and
+optional val/test lists). The base class does the rest the same way for every dataset:
+bad-image checks, duplicate handling (``data.dedupe``) and the train/test leak check,
+seeded stratified group-aware splits, class-balance stats, transforms built from config once
+the backbone's preprocessing is known, the optional decoded-image cache and the dataloaders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from clipft.data.cache import CachedImageDataset, DecodedImageCache, cache_key
+from clipft.data.dedupe import DEDUPE_MODES, TEST_VIEWS, apply_dedupe
+from clipft.data.fingerprints import FingerprintIndex
+from clipft.data.images import load_rgb
+from clipft.data.paths import default_cache_dir, resolve_path
+from clipft.data.splits import stratified_group_split
+from clipft.data.stats import class_balance, compute_mean_std
+from clipft.data.transforms import build_transform
+from clipft.errors import ConfigError, DataError
+from clipft.utils.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MEAN = (0.48145466, 0.4578275, 0.40821073)
+DEFAULT_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZATIONS = ("backbone", "dataset", "imagenet")
+BAD_IMAGE_POLICIES = ("error", "skip")
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str
+    label: int
+
+
+@dataclass
+class DatasetIndex:
+    """What a dataset is: class names in label order, the pool train/val are drawn from, optional val and test lists."""
+
+    class_names: list[str]
+    train_pool: list[Sample]
+    test: list[Sample] | None = None
+    val: list[Sample] | None = None  # given: used as is instead of a hold-out of the pool
+
+
+class ImageDataset(Dataset):
+    """(image, label) pairs from a list of samples, decoded on access."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable[[Any], torch.Tensor] | None = None) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        sample = self.samples[index]
+        image = load_rgb(sample.path)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, sample.label
+
+
+def _choice(key: str, value: Any, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"data.{key}={value!r} is not allowed; choose one of {list(allowed)}")
+    return str(value)
+
+
+class ImageClassificationDataModule(L.LightningDataModule):
+    """Shared checks, splits, transforms and loaders; subclasses implement :meth:`build_index`.
+
+    Args:
+        batch_size / eval_batch_size: training and evaluation batch sizes.
+        val_fraction: share of each class's train pool held out for validation (seeded, stratified).
+        test_fraction: share held out for test when the dataset has no test split of its own.
+        seed: the split seed (independent of the training seed, so a sweep keeps one split).
+        image_size, mean, std: preprocessing; ``null`` takes the backbone's.
+        normalization: where a null mean/std comes from: ``backbone``, ``dataset`` (computed on the
+            train split, the seed notebook's choice) or ``imagenet``.
+        train_transform / eval_transform: preset names in :mod:`clipft.data.transforms`.
+        transform_options: extra keyword arguments for the train preset.
+        dedupe: ``none`` | ``drop`` | ``group`` (see :mod:`clipft.data.dedupe`).
+        test_view: ``clean`` (test images whose pixels occur in train/val left out) | ``all``.
+        on_bad_image: ``error`` (default) | ``skip`` undecodable images (listed in the run directory).
+        balanced_sampler: draw training batches with class-balanced weights (with replacement).
+        cache: serve images from the decoded-image cache (:mod:`clipft.data.cache`).
+        cache_dir: where the cache and the fingerprint index live (default ``~/.cache/clipft``).
+        cache_size: stored resolution; ``null``: the train preset's resize size (256 for 224).
+        augment_on_device: with ``cache``, run the transforms on the batch after it is moved to the
+            accelerator instead of in the loader workers.
+        base_dir: relative data paths are tried against cwd, then this (``paths.root_dir``).
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        seed: int = 42,
+        image_size: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        normalization: str = "backbone",
+        train_transform: str = "sign_train",
+        eval_transform: str = "clip_eval",
+        transform_options: dict[str, Any] | None = None,
+        drop_last: bool = False,
+        dedupe: str = "group",
+        test_view: str = "clean",
+        on_bad_image: str = "error",
+        balanced_sampler: bool = False,
+        cache: bool = False,
+        cache_dir: str | None = None,
+        cache_size: int | None = None,
+        augment_on_device: bool = False,
+        base_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"data.batch_size must be a positive integer, got {batch_size!r}")
+        for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 <= float(value) < 1.0:
+                raise ConfigError(f"data.{key} must be in [0, 1), got {value!r}")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
+        self.val_fraction = float(val_fraction)
+        self.test_fraction = float(test_fraction)
+        self.seed = int(seed)
+        self.image_size = image_size
+        self.mean = list(mean) if mean is not None else None
+        self.std = list(std) if std is not None else None
+        self.normalization = _choice("normalization", normalization, NORMALIZATIONS)
+        self.train_transform_name = train_transform
+        self.eval_transform_name = eval_transform
+        self.transform_options = dict(transform_options or {})
+        self.drop_last = drop_last
+        self.dedupe = _choice("dedupe", dedupe, DEDUPE_MODES)
+        self.test_view = _choice("test_view", test_view, TEST_VIEWS)
+        self.on_bad_image = _choice("on_bad_image", on_bad_image, BAD_IMAGE_POLICIES)
+        self.balanced_sampler = bool(balanced_sampler)
+        self.use_cache = bool(cache)
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self.cache_size = int(cache_size) if cache_size else None
+        self.augment_on_device = bool(augment_on_device)
+        if self.augment_on_device and not self.use_cache:
+            raise ConfigError("data.augment_on_device=true needs data.cache=true (equal-size uint8 images to batch)")
+        self.base_dir = base_dir
+        self.index: DatasetIndex | None = None
+        self.train_samples: list[Sample] = []
+        self.val_samples: list[Sample] = []
+        self.test_samples: list[Sample] = []
+        self.skipped_images: list[dict[str, str]] = []
+        self.split_report: dict[str, Any] = {}
+        self._decoded: DecodedImageCache | None = None
+
+    # ------------------------------------------------------------------ subclass API
+    def build_index(self) -> DatasetIndex:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def resolve(self, path: str | None, key: str = "data.root", hint: str = "") -> Path:
+        """A configured path made absolute (cwd, then ``base_dir``); missing: DataError naming what was tried."""
+        return resolve_path(path, key=key, base_dir=self.base_dir, hint=hint)
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def class_names(self) -> list[str]:
+        if self.index is None:
+            self.setup()
+        assert self.index is not None
+        return self.index.class_names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.index is not None:
+            return
+        index = self.build_index()
+        if not index.train_pool:
+            raise DataError(f"{type(self).__name__}: the dataset has no training images")
+        names = index.class_names
+        pool, val, test = list(index.train_pool), index.val, index.test
+        duplicates: dict[str, Any] = {"mode": self.dedupe, "checked": False}
+        groups: list[str] | None = None
+        if self._needs_scan(test):
+            fingerprints = self._fingerprints([*pool, *(val or []), *(test or [])])
+            pool, val, test = (self._drop_bad(x, fingerprints) if x is not None else None for x in (pool, val, test))
+            if not pool:
+                raise DataError(f"{type(self).__name__}: every training image was unreadable and skipped")
+            result = apply_dedupe(pool, test, lambda s: fingerprints[_key(s)].hash, self.dedupe, self.test_view)
+            pool, test, groups = result.pool, result.test, result.groups
+            duplicates = {**result.report, "checked": True}
+            self._log_duplicates(duplicates)
+
+        unsplittable: set[int] = set()
+        if test is None:
+            split = stratified_group_split([s.label for s in pool], self.test_fraction, self.seed + 1, groups)
+            test = [pool[i] for i in split.held_out]
+            groups = [groups[i] for i in split.train] if groups is not None else None
+            pool = [pool[i] for i in split.train]
+            unsplittable.update(split.unsplittable_classes)
+        if val is None:
+            split = stratified_group_split([s.label for s in pool], self.val_fraction, self.seed, groups)
+            self.train_samples = [pool[i] for i in split.train]
+            self.val_samples = [pool[i] for i in split.held_out]
+            unsplittable.update(split.unsplittable_classes)
+        else:
+            self.train_samples, self.val_samples = pool, list(val)
+        self.test_samples = list(test)
+        if duplicates["checked"]:
+            train_keys = {fingerprints[_key(s)].hash for s in self.train_samples}
+            for split, samples in (("val", self.val_samples), ("test", self.test_samples)):
+                leaked = sum(fingerprints[_key(s)].hash in train_keys for s in samples)
+                duplicates[f"{split}_files_with_copy_in_train"] = leaked
+            if duplicates["val_files_with_copy_in_train"]:
+                log.warning(
+                    "%d of %d val images have a pixel copy in train (data.dedupe=%s): val accuracy is optimistic",
+                    duplicates["val_files_with_copy_in_train"],
+                    len(self.val_samples),
+                    self.dedupe,
+                )
+        self.index = index
+        balance = class_balance([s.label for s in self.train_samples], names)
+        self.split_report = {
+            "num_classes": len(names),
+            "train": len(self.train_samples),
+            "val": len(self.val_samples),
+            "test": len(self.test_samples),
+            "train_class_counts": _counts(self.train_samples, len(names)),
+            "val_class_counts": _counts(self.val_samples, len(names)),
+            "test_class_counts": _counts(self.test_samples, len(names)),
+            "class_balance": {k: v for k, v in balance.items() if k != "counts"},
+            "unsplittable_classes": [names[c] for c in sorted(unsplittable)],
+            "duplicates": duplicates,
+            "skipped_images": len(self.skipped_images),
+        }
+        log.info(
+            "%s: %d classes, train %d / val %d / test %d; train class counts %d..%d (imbalance %.1fx), rarest: %s",
+            type(self).__name__,
+            len(names),
+            len(self.train_samples),
+            len(self.val_samples),
+            len(self.test_samples),
+            balance["min"],
+            balance["max"],
+            balance["imbalance_ratio"] or 0.0,
+            ", ".join(balance["rarest"]),
+        )
+        if unsplittable:
+            log.warning(
+                "classes with too few distinct images to appear in every split (kept in train): %s",
+                self.split_report["unsplittable_classes"],
+            )
+        if balance["missing_classes"]:
+            log.warning("classes with no training image: %s", balance["missing_classes"])
+        if self.normalization == "dataset" and (self.mean is None or self.std is None):
+            self._dataset_mean_std()
+
+    def _needs_scan(self, test: list[Sample] | None) -> bool:
+        """Decode-and-hash every file unless no policy needs it (dedupe none, errors at load time, no leak check)."""
+        return self.dedupe != "none" or self.on_bad_image == "skip" or (test is not None and self.test_view == "clean")
+
+    def _fingerprints(self, samples: Sequence[Sample]) -> dict:
+        name = hashlib.sha1(_common_dir(samples).encode()).hexdigest()[:12]
+        index_file = self.cache_dir / f"fingerprints-{type(self).__name__.lower()}-{name}.json"
+        fingerprints = FingerprintIndex(index_file).lookup([s.path for s in samples])
+        bad = [(p, f.error) for p, f in fingerprints.items() if not f.ok]
+        if bad and self.on_bad_image == "error":
+            listing = "; ".join(f"{e}" for _, e in bad[:3])
+            raise DataError(
+                f"{len(bad)} image file(s) cannot be decoded: {listing}"
+                + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+                + ". Replace or delete them, or set data.on_bad_image=skip to leave them out"
+            )
+        self.skipped_images = [{"path": p, "error": e or ""} for p, e in bad]
+        if bad:
+            log.warning("skipping %d unreadable image(s) (data.on_bad_image=skip), e.g. %s", len(bad), bad[0][0])
+        return fingerprints
+
+    def _drop_bad(self, samples: list[Sample], fingerprints: dict) -> list[Sample]:
+        return [s for s in samples if fingerprints[_key(s)].ok]
+
+    @staticmethod
+    def _log_duplicates(report: dict[str, Any]) -> None:
+        log.info(
+            "duplicates (pixel hash): %d of %d pool files are copies (%d distinct images); data.dedupe=%s -> %d kept",
+            report["pool_duplicate_files"],
+            report["pool_files"],
+            report["pool_distinct"],
+            report["mode"],
+            report["pool_after"],
+        )
+        if report.get("label_conflicts"):
+            log.warning("%d identical images carry different labels", report["label_conflicts"])
+        if report.get("test_overlap_files"):
+            log.warning(
+                "train/test overlap: %d of %d test files are pixel copies of train/val images; data.test_view=%s -> "
+                "%d test files used",
+                report["test_overlap_files"],
+                report["test_files"],
+                report["test_view"],
+                report["test_after"],
+            )
+
+    def _dataset_mean_std(self) -> None:
+        """Seed-style normalisation: mean/std of the train split, cached under cache_dir."""
+        paths = sorted(str(Path(s.path).resolve()) for s in self.train_samples)
+        stats_file = self.cache_dir / f"meanstd-{cache_key(paths, 64)[:16]}.json"
+        try:
+            stats = json.loads(stats_file.read_text())
+        except (OSError, ValueError):
+            log.info("computing the dataset mean/std over %d training images", len(paths))
+            mean, std = compute_mean_std(paths)
+            stats = {"mean": mean, "std": std, "images": len(paths)}
+            try:
+                atomic_write_json(stats_file, stats)
+            except OSError:
+                pass
+        self.mean = self.mean if self.mean is not None else list(stats["mean"])
+        self.std = self.std if self.std is not None else list(stats["std"])
+        log.info("dataset normalisation: mean %s std %s", self.mean, self.std)
+
+    # ------------------------------------------------------------------ reports
+    def write_reports(self, output_dir: str | os.PathLike) -> None:
+        """Write ``data_report.json`` (splits, duplicates, balance) and ``skipped_images.txt`` if any were skipped."""
+        output_dir = Path(output_dir)
+        atomic_write_json(output_dir / "data_report.json", {**self.split_report, "skipped": self.skipped_images})
+        if self.skipped_images:
+            lines = [f"{item['path']}\t{item['error']}" for item in self.skipped_images]
+            atomic_write_text(output_dir / "skipped_images.txt", "\n".join(lines) + "\n")
+
+    # ------------------------------------------------------------------ preprocessing
+    def configure_preprocessing(
+        self, image_size: int | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+    ) -> None:
+        """Fill the preprocessing the config left null (typically from the backbone)."""
+        if self.image_size is None and image_size is not None:
+            self.image_size = int(image_size)
+        if self.normalization == "backbone":
+            if self.mean is None and mean is not None:
+                self.mean = list(mean)
+            if self.std is None and std is not None:
+                self.std = list(std)
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        fallback_mean, fallback_std = (
+            (IMAGENET_MEAN, IMAGENET_STD) if self.normalization == "imagenet" else (DEFAULT_MEAN, DEFAULT_STD)
+        )
+        return {
+            "image_size": int(self.image_size or 224),
+            "mean": list(self.mean or fallback_mean),
+            "std": list(self.std or fallback_std),
+        }
+
+    def transform(self, train: bool) -> Callable[[Any], torch.Tensor]:
+        pre = self.preprocessing
+        if train:
+            return build_transform(self.train_transform_name, **pre, **self.transform_options)
+        return build_transform(self.eval_transform_name, **pre)
+
+    # ------------------------------------------------------------------ decoded-image cache
+    @property
+    def stored_size(self) -> int:
+        """The cache's resolution: ``cache_size``, else the train preset's resize size."""
+        if self.cache_size:
+            return self.cache_size
+        ratio = float(self.transform_options.get("resize_ratio", 256 / 224))
+        return max(int(round(self.preprocessing["image_size"] * ratio)), self.preprocessing["image_size"])
+
+    def decoded_cache(self) -> DecodedImageCache:
+        """The cache over train + val + test, built (or validated) on first use."""
+        self.setup()
+        samples = [*self.train_samples, *self.val_samples, *self.test_samples]
+        if self._decoded is None or self._decoded.size != self.stored_size:
+            paths = sorted({str(Path(s.path).resolve()) for s in samples})
+            name = f"{type(self).__name__.lower()}-{hashlib.sha1(_common_dir(samples).encode()).hexdigest()[:12]}"
+            self._decoded = DecodedImageCache(paths, self.stored_size, self.cache_dir, name).ensure()
+        return self._decoded
+
+    # ------------------------------------------------------------------ datasets / loaders
+    def make_dataset(self, samples: Sequence[Sample], train: bool) -> Dataset:
+        if self.use_cache:
+            transform = None if self.augment_on_device else self.transform(train)
+            return CachedImageDataset(samples, self.decoded_cache(), transform)
+        return ImageDataset(samples, self.transform(train))
+
+    def _loader(self, split: str) -> DataLoader:
+        self.setup()  # before reading the split: a loader asked for first still gets samples
+        samples, train = getattr(self, f"{split}_samples"), split == "train"
+        sampler = self._balanced_sampler(samples) if train and self.balanced_sampler else None
+        return DataLoader(
+            self.make_dataset(samples, train),
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            drop_last=self.drop_last and train,
+        )
+
+    def _balanced_sampler(self, samples: Sequence[Sample]) -> WeightedRandomSampler:
+        """Each class drawn equally often in expectation: weight 1 / (its count in the train split)."""
+        counts = Counter(s.label for s in samples)
+        weights = torch.tensor([1.0 / counts[s.label] for s in samples], dtype=torch.double)
+        # the global RNG (seeded by seed_everything): a fixed generator would repeat each reloaded epoch
+        return WeightedRandomSampler(weights, num_samples=len(samples), replacement=True)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With ``augment_on_device``: run the transforms per image on the accelerator."""
+        if not self.augment_on_device:
+            return batch
+        images, labels = batch[0], batch[1]
+        training = self.trainer is not None and self.trainer.training
+        transform = self.transform(train=training)
+        images = torch.stack([transform(image) for image in images])
+        return (images, labels, *batch[2:])
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+
+def _key(sample: Sample) -> str:
+    return str(Path(sample.path).resolve())
+
+
+def _common_dir(samples: Sequence[Sample]) -> str:
+    paths = [str(Path(s.path).resolve().parent) for s in samples]
+    return os.path.commonpath(paths) if paths else ""
+
+
+def _counts(samples: Sequence[Sample], num_classes: int) -> list[int]:
+    counter = Counter(s.label for s in samples)
+    return [counter.get(c, 0) for c in range(num_classes)]

@@ -1,0 +1,154 @@
+"""Everything a run leaves for a researcher to look at, written by one call at the end of train/eval.
+
+``write_run_artefacts`` adds the per-epoch history (and calibration, when given) to the metrics
+dict, writes ``plots/*.png`` and ``errors.csv`` into the run directory, and mirrors the plots and
+a per-class table to W&B when a WandbLogger is attached. A failing figure is logged and listed
+under ``artefacts_failed``; it never costs the run its ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clipft.evaluation.calibration import apply_temperature
+from clipft.evaluation.history import csv_metrics_file, read_epoch_history
+from clipft.utils.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+ERRORS_COLUMNS = ["path", "true", "pred", "prob_pred", "prob_true"]
+
+
+def errors_table(paths: Sequence[str], probs: torch.Tensor, targets: torch.Tensor, class_names: Sequence[str]) -> str:
+    """CSV of the misclassified samples, most confident errors first."""
+    conf, pred = probs.max(dim=-1)
+    wrong = (pred != targets).nonzero().flatten()
+    wrong = wrong[conf[wrong].argsort(descending=True)]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(ERRORS_COLUMNS)
+    for i in wrong.tolist():
+        t, p = int(targets[i]), int(pred[i])
+        prob_pred, prob_true = f"{float(probs[i, p]):.6f}", f"{float(probs[i, t]):.6f}"
+        writer.writerow([paths[i], class_names[t], class_names[p], prob_pred, prob_true])
+    return buf.getvalue()
+
+
+def summary_values(metrics: dict[str, Any]) -> dict[str, float]:
+    """The headline numbers drawn in ``metrics_summary.png``."""
+    test = metrics.get("test") or {}
+    top_k = [k for k in test if k.startswith("top") and k.endswith("_accuracy")]
+    values = {k: test[k] for k in ("accuracy", *top_k, "macro_f1", "ece") if k in test}
+    calibration = metrics.get("calibration") or {}
+    if "test" in calibration:
+        values["ece (temperature-scaled)"] = calibration["test"]["ece_after"]
+    best = (metrics.get("summary") or {}).get("best_val_acc")
+    if isinstance(best, (int, float)):
+        values["best val accuracy"] = float(best)
+    return {k: float(v) for k, v in values.items()}
+
+
+def class_text_similarity(model: Any) -> torch.Tensor | None:
+    """Cosine similarity of a CLIP module's class text embeddings (None for models without a text head)."""
+    if not callable(getattr(model, "class_text_features", None)):
+        return None
+    feats = torch.nn.functional.normalize(model.class_text_features().float().cpu(), dim=-1)
+    return feats @ feats.t()
+
+
+def write_run_artefacts(
+    output_dir: str | Path,
+    model: Any,
+    datamodule: Any,
+    metrics: dict[str, Any],
+    trainer: Any = None,
+    calibration: dict[str, Any] | None = None,
+    gradcam_n: int = 0,
+) -> dict[str, Any]:
+    """Write plots + ``errors.csv`` under ``output_dir``; return ``metrics`` with history/artefact entries added.
+
+    ``calibration`` is :func:`clipft.evaluation.calibration.calibration_report` (adds the scaled curve to
+    ``reliability.png``); ``gradcam_n > 0`` also writes ``plots/gradcam_grid.png``.
+    """
+    from clipft.evaluation import plots
+    from clipft.evaluation.wandb_media import log_to_wandb_loggers
+
+    output_dir = Path(output_dir)
+    plot_dir = output_dir / "plots"
+    loggers = list(getattr(trainer, "loggers", None) or [])
+    history = read_epoch_history(csv_metrics_file(loggers))
+    metrics["history"] = history
+    if not getattr(trainer, "is_global_zero", True):  # multi-GPU: one process writes the files
+        return metrics
+    if calibration:
+        metrics["calibration"] = calibration
+    class_names = list(datamodule.class_names)
+    report = metrics.get("test")
+    outputs = getattr(model, "test_outputs", None) or {}
+    written: dict[str, Path] = {}
+    failed: dict[str, str] = {}
+
+    def attempt(name: str, make: Callable[..., Path | None], *args: Any, path: Path | None = None) -> None:
+        """``make(*args, path)`` with path ``plots/<name>.png`` unless given; failures are recorded, not raised."""
+        try:
+            written_path = make(*args, path or plot_dir / f"{name}.png")
+        except Exception as exc:  # noqa: BLE001 - a figure bug must not lose the run's metrics
+            log.warning("could not write %s: %s: %s", name, type(exc).__name__, exc)
+            failed[name] = f"{type(exc).__name__}: {exc}"
+            return
+        if written_path is not None:
+            written[name] = Path(written_path)
+
+    if report:
+        attempt("confusion_matrix", plots.plot_confusion_matrix, report["confusion_matrix"], class_names)
+        attempt("per_class_acc", plots.plot_per_class_accuracy, report["per_class"])
+        attempt("metrics_summary", plots.plot_metrics_summary, summary_values(metrics))
+    if "probs" in outputs:
+        probs, targets = outputs["probs"].float(), outputs["targets"].long()
+        attempt("reliability", plots.plot_reliability, _reliability_curves(probs, targets, report, calibration))
+        samples = list(getattr(datamodule, "test_samples", []) or [])
+        paths = [s.path for s in samples]
+        if len(samples) == len(targets):
+            table = errors_table(paths, probs, targets, class_names)
+            attempt("errors", lambda path: atomic_write_text(path, table), path=output_dir / "errors.csv")
+            if gradcam_n > 0:
+                from clipft.evaluation.gradcam import save_gradcam_grid
+
+                attempt("gradcam_grid", lambda path: save_gradcam_grid(
+                    model, paths, probs, targets, class_names, path, gradcam_n))
+        else:
+            failed["errors"] = f"{len(samples)} test samples but {len(targets)} predictions: cannot name the files"
+    try:
+        similarity = class_text_similarity(model)
+    except Exception as exc:  # noqa: BLE001
+        similarity, failed["class_similarity"] = None, f"{type(exc).__name__}: {exc}"
+    if similarity is not None:
+        attempt("class_similarity", plots.plot_class_similarity, similarity.numpy(), class_names)
+    if history:
+        attempt("training_curves", plots.plot_training_curves, history)
+
+    metrics["artefacts"] = {name: str(path.relative_to(output_dir)) for name, path in written.items()}
+    if failed:
+        metrics["artefacts_failed"] = failed
+    figures = {k: v for k, v in written.items() if v.suffix == ".png"}
+    log_to_wandb_loggers(loggers, figures, report, metrics.get("summary") or {})
+    return metrics
+
+
+def _reliability_curves(probs, targets, report, calibration):
+    from clipft.evaluation.metrics import expected_calibration_error
+
+    ece = report["ece"] if report else expected_calibration_error(probs, targets)
+    curves = {"model": (probs.numpy(), targets.numpy(), ece)}
+    if calibration and "temperature" in calibration:
+        scaled = apply_temperature(probs, calibration["temperature"])
+        label = f"temperature-scaled (T={calibration['temperature']:.2f})"
+        curves[label] = (scaled.numpy(), targets.numpy(), expected_calibration_error(scaled, targets))
+    return curves

@@ -1,0 +1,128 @@
+"""Dual encoders from separately pretrained towers (LiT-style), behind the CLIP backbone interface.
+
+An ImageNet CNN (torchvision/timm) and a sentence encoder (HF) are joined by two linear
+projections into a shared embedding space and trained with the same FLYP loss as a CLIP.
+The towers were never aligned, so zero-shot accuracy starts near chance; ``lock_image``
+(LiT: "locked image, unlocked text") keeps the image tower and its BatchNorm statistics
+frozen and teaches the text side to read the image features.
+
+Projections are initialised from ``init_seed``, so building the same config twice gives the
+same untrained model: the reference WiSE-FT interpolates towards.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from clipft.errors import ConfigError
+from clipft.models.towers import HFTextTower, build_image_tower
+
+
+class DualEncoderBackbone(nn.Module):
+    """Image tower + text tower + projections + learnable temperature.
+
+    Args:
+        image_tower: ``{source: torchvision | timm, name: mobilenet_v2, pretrained: false | true | path}``.
+        text_tower: ``{name_or_path: hub id or folder, max_length: 64}``.
+        embed_dim: shared embedding width.
+        lock_image / lock_text: freeze that tower (weights and normalisation statistics).
+        image_size, image_mean, image_std: preprocessing (defaults: the image tower's, at 224 px).
+        logit_scale_init: initial inverse temperature (CLIP: 1/0.07).
+        init_seed: seed of the projection initialisation.
+    """
+
+    def __init__(
+        self,
+        image_tower: dict[str, Any],
+        text_tower: dict[str, Any],
+        embed_dim: int = 256,
+        lock_image: bool = False,
+        lock_text: bool = False,
+        image_size: int | None = None,
+        image_mean: list[float] | None = None,
+        image_std: list[float] | None = None,
+        logit_scale_init: float = 1 / 0.07,
+        init_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(image_tower, dict) or "name" not in image_tower:
+            raise ConfigError(f"model.clip.image_tower must be a mapping with a 'name', got {image_tower!r}")
+        if not isinstance(text_tower, dict) or not text_tower.get("name_or_path"):
+            raise ConfigError(f"model.clip.text_tower must be a mapping with a 'name_or_path', got {text_tower!r}")
+        if int(embed_dim) < 1:
+            raise ConfigError(f"model.clip.embed_dim must be positive, got {embed_dim}")
+        self.visual = build_image_tower(**image_tower)
+        self.text = HFTextTower(**text_tower)
+        generator = torch.Generator().manual_seed(int(init_seed))
+        self.visual_projection = _seeded_linear(self.visual.feature_dim, int(embed_dim), generator)
+        self.text_projection = _seeded_linear(self.text.feature_dim, int(embed_dim), generator)
+        self._logit_scale = nn.Parameter(torch.tensor(math.log(float(logit_scale_init))))
+        self.embed_dim = int(embed_dim)
+        self.lock_image, self.lock_text = bool(lock_image), bool(lock_text)
+        if self.lock_image:
+            self.visual.requires_grad_(False)
+        if self.lock_text:
+            self.text.requires_grad_(False)
+        tower_pre = dict(getattr(self.visual, "preprocessing", {}) or {})
+        self.preprocessing = {
+            "image_size": int(image_size or tower_pre.get("image_size") or 224),
+            "mean": [float(x) for x in (image_mean or tower_pre.get("mean") or (0.485, 0.456, 0.406))],
+            "std": [float(x) for x in (image_std or tower_pre.get("std") or (0.229, 0.224, 0.225))],
+        }
+
+    # ------------------------------------------------------------------ interface
+    @property
+    def logit_scale(self) -> nn.Parameter:
+        return self._logit_scale
+
+    def train(self, mode: bool = True) -> DualEncoderBackbone:
+        """Locked towers stay in eval mode (BatchNorm statistics and dropout frozen too)."""
+        super().train(mode)
+        if self.lock_image:
+            self.visual.eval()
+        if self.lock_text:
+            self.text.eval()
+        return self
+
+    def tokenize(self, texts: list[str], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        tokens = self.text.tokenize(texts)
+        return {k: v.to(device) for k, v in tokens.items()} if device is not None else tokens
+
+    def encode_image(self, pixel_values: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        feats = self.visual_projection(self.visual(pixel_values))
+        return nn.functional.normalize(feats, dim=-1) if normalize else feats
+
+    def encode_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, normalize: bool = True
+    ) -> torch.Tensor:
+        feats = self.text_projection(self.text(input_ids, attention_mask))
+        return nn.functional.normalize(feats, dim=-1) if normalize else feats
+
+    @property
+    def image_tower(self) -> nn.Module:
+        return self.visual
+
+    @property
+    def text_tower(self) -> nn.Module:
+        return self.text
+
+    def image_parameters(self) -> list[nn.Parameter]:
+        return list(self.visual.parameters()) + list(self.visual_projection.parameters())
+
+    def text_parameters(self) -> list[nn.Parameter]:
+        return list(self.text.parameters()) + list(self.text_projection.parameters())
+
+    def projection_parameters(self) -> list[nn.Parameter]:
+        """The freshly initialised projections (usually trained with a larger LR than the towers)."""
+        return list(self.visual_projection.parameters()) + list(self.text_projection.parameters())
+
+
+def _seeded_linear(in_dim: int, out_dim: int, generator: torch.Generator) -> nn.Linear:
+    layer = nn.Linear(in_dim, out_dim, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(out_dim, in_dim, generator=generator) / math.sqrt(in_dim))
+    return layer

@@ -1,0 +1,119 @@
+"""open_clip models (OpenAI, LAION, DataComp, MetaCLIP weights) behind the CLIP backbone interface.
+
+``model_name`` is a built-in architecture (``ViT-B-32``) with ``pretrained`` a tag
+(``laion2b_s34b_b79k``, ``metaclip_400m``, ``openai``) or a local weights file; or
+``hf-hub:org/repo``; or a local folder holding ``open_clip_config.json`` and weights (the
+``local-dir:`` schema; a plain folder path is accepted too). Offline, use the last two forms.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from clipft.errors import ConfigError
+
+
+class OpenCLIPBackbone(nn.Module):
+    """Any open_clip model, by name + pretrained tag, hub id or local folder."""
+
+    def __init__(
+        self,
+        model_name: str,
+        pretrained: str | None = None,
+        image_size: int | None = None,
+        image_mean: list[float] | None = None,
+        image_std: list[float] | None = None,
+        cache_dir: str | None = None,
+        force_quick_gelu: bool = False,
+    ) -> None:
+        super().__init__()
+        import open_clip
+
+        name = str(model_name)
+        if Path(name).expanduser().is_dir():
+            name = f"local-dir:{Path(name).expanduser()}"
+        try:
+            self.model = open_clip.create_model(
+                name, pretrained=pretrained, cache_dir=cache_dir, force_quick_gelu=force_quick_gelu
+            )
+            self.tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)
+        except Exception as exc:  # noqa: BLE001 - unknown name/tag, no network, bad file all end here
+            raise ConfigError(
+                f"open_clip model {model_name!r} (pretrained={pretrained!r}) could not be built: {exc}. Check the "
+                "name with open_clip.list_pretrained(); offline, pass a local folder with open_clip_config.json "
+                "and weights (model.clip.model_name=/path/to/folder) or a weights file as pretrained."
+            ) from exc
+        pre = dict(getattr(self.model.visual, "preprocess_cfg", {}) or {})
+        size = pre.get("size", 224)
+        size = size[0] if isinstance(size, (list, tuple)) else size
+        self.preprocessing = {
+            "image_size": int(image_size or size),
+            "mean": [float(x) for x in (image_mean or pre.get("mean") or open_clip.OPENAI_DATASET_MEAN)],
+            "std": [float(x) for x in (image_std or pre.get("std") or open_clip.OPENAI_DATASET_STD)],
+        }
+        self.embed_dim = int(self.model.text_projection.shape[-1]) if hasattr(self.model, "text_projection") else None
+        self.name_or_path = str(model_name)
+
+    @property
+    def logit_scale(self) -> nn.Parameter:
+        return self.model.logit_scale
+
+    def tokenize(self, texts: list[str], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        ids = self.tokenizer(list(texts))
+        return {"input_ids": ids.to(device) if device is not None else ids}
+
+    def encode_image(self, pixel_values: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self.model.encode_image(pixel_values, normalize=normalize)
+
+    def encode_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, normalize: bool = True
+    ) -> torch.Tensor:
+        return self.model.encode_text(input_ids, normalize=normalize)
+
+    @property
+    def image_tower(self) -> nn.Module:
+        return self.model.visual
+
+    @property
+    def text_tower(self) -> nn.Module:
+        if hasattr(self.model, "text"):  # CustomTextCLIP (HF text towers, CoCa, ...)
+            return self.model.text
+        return nn.ModuleList([self.model.token_embedding, self.model.transformer, self.model.ln_final])
+
+    def image_parameters(self) -> list[nn.Parameter]:
+        return list(self.model.visual.parameters())
+
+    def text_parameters(self) -> list[nn.Parameter]:
+        image_ids = {id(p) for p in self.model.visual.parameters()}
+        return [
+            p
+            for n, p in self.model.named_parameters()
+            if id(p) not in image_ids and n not in ("logit_scale", "logit_bias")
+        ]
+
+
+TINY_OPEN_CLIP_CONFIG: dict[str, Any] = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+
+def save_tiny_open_clip(out_dir: str | Path, seed: int = 0) -> Path:
+    """A random tiny open_clip model as a ``local-dir`` folder (config + safetensors) for tests."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = {"model_cfg": TINY_OPEN_CLIP_CONFIG, "preprocess_cfg": {"size": 32}}
+    (out_dir / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**TINY_OPEN_CLIP_CONFIG)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / "open_clip_model.safetensors"))
+    return out_dir

@@ -1,0 +1,42 @@
+"""The zero-shot classifier head every CLIP-style module shares.
+
+A class's text weight is the **mean of its per-prompt L2-normalised text embeddings,
+renormalised** (as in WiSE-FT and FLYP). open_clip's ``build_zero_shot_classifier`` does the
+same; the original CLIP notebook normalises each prompt embedding too. Normalising before
+averaging gives every prompt the same vote whatever its embedding norm, so one long
+description cannot dominate a template ensemble. The head is computed once per evaluation
+epoch (or once, for frozen text towers), never per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+TEXT_BATCH = 256
+
+
+def encode_texts(backbone: Any, texts: Sequence[str], device: torch.device | str, batch_size: int = TEXT_BATCH) -> torch.Tensor:
+    """Normalised text embeddings of ``texts`` (with gradients if the caller has them enabled)."""
+    chunks = []
+    for start in range(0, len(texts), batch_size):
+        tokens = backbone.tokenize(list(texts[start : start + batch_size]), device=device)
+        chunks.append(backbone.encode_text(**tokens))
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def zeroshot_weights(
+    backbone: Any, per_class_prompts: Sequence[Sequence[str]], device: torch.device | str, batch_size: int = TEXT_BATCH
+) -> torch.Tensor:
+    """``(num_classes, dim)``: per class, the renormalised mean of its normalised prompt embeddings."""
+    flat = [p for prompts in per_class_prompts for p in prompts]
+    feats = nn.functional.normalize(encode_texts(backbone, flat, device, batch_size).float(), dim=-1)
+    out, i = [], 0
+    for prompts in per_class_prompts:
+        out.append(nn.functional.normalize(feats[i : i + len(prompts)].mean(0), dim=-1))
+        i += len(prompts)
+    return torch.stack(out)

@@ -1,0 +1,67 @@
+"""Hydra callback: every job records how it ended, so an unattended sweep's failures are not lost.
+
+``<job dir>/job_status.json`` holds the status (``COMPLETED`` / ``FAILED``), the overrides, the
+error (type, message and, for bugs, the traceback) and the return value. In a multirun each
+failed job is also appended to ``<sweep dir>/failures.jsonl`` (one JSON line per job, safe with
+parallel launchers), next to the ranked ``sweep_summary.md``. Hydra runs the remaining jobs and
+exits non-zero at the end when any job failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from clipft.errors import ClipftError
+from clipft.utils.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+STATUS_NAME = "job_status.json"
+FAILURES_NAME = "failures.jsonl"
+
+
+class JobStatusRecorder(Callback):
+    """Write ``job_status.json`` per job and ``failures.jsonl`` per sweep."""
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        try:
+            record = job_record(config, job_return)
+            atomic_write_json(Path(record["output_dir"]) / STATUS_NAME, record)
+            if record["status"] == "FAILED" and config.hydra.get("mode") == RunMode.MULTIRUN:
+                sweep_dir = Path(str(config.hydra.sweep.dir))
+                with open(sweep_dir / FAILURES_NAME, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps({k: v for k, v in record.items() if k != "traceback"}) + "\n")
+                log.error("job %s failed (%s); the sweep goes on", record["job"], record["error"])
+        except Exception as exc:  # noqa: BLE001 - recording must never break the sweep itself
+            log.warning("could not record the job status: %s", exc)
+
+
+def job_record(config: DictConfig, job_return: JobReturn) -> dict[str, Any]:
+    runtime = config.hydra.runtime
+    record: dict[str, Any] = {
+        "job": config.hydra.job.get("num"),
+        "status": job_return.status.name,
+        "overrides": list(config.hydra.overrides.get("task") or []),
+        "output_dir": str(runtime.output_dir),
+        "time": time.time(),
+        "error": None,
+    }
+    if job_return.status == JobStatus.FAILED:
+        error = job_return._return_value  # the exception (.return_value would re-raise it)
+        record["error"] = f"{type(error).__name__}: {error}"
+        if not isinstance(error, ClipftError):  # a bug: keep where it happened
+            record["traceback"] = "".join(traceback.format_exception(error))
+    else:
+        value = job_return._return_value
+        record["return_value"] = value if isinstance(value, (int, float, str, type(None))) else repr(value)
+    return record

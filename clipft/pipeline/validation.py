@@ -1,0 +1,154 @@
+"""Check a composed config before anything is built: one clear line instead of a deep torch trace.
+
+Unknown group options (``model=foo``) are Hydra's own error, which already lists the available
+options. This step catches what Hydra cannot: values that compose fine but make no sense
+(a negative learning rate, a batch size of 0, loss weights that sum to 0, a required path left
+``???``). Each rule names the key, the bad value and what is allowed; rules whose key is absent
+from the config (another model or datamodule) are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from clipft.errors import CheckpointError, ConfigError
+from clipft.prompts import resolve_project_file
+
+_MISSING = object()
+
+# what a `???` key needs, for the ones users most often forget
+MISSING_HINTS = {
+    "data.root": "a folder of class subfolders, e.g. data.root=/path/to/images",
+    "ckpt_path": "a checkpoint file, e.g. ckpt_path=outputs/<run>/<time>/checkpoints/best.ckpt",
+    "init_from": "the checkpoint whose weights start this run, e.g. init_from=outputs/<run>/<time>/checkpoints/best.ckpt",
+    "model.init_head_from": "the linear-probe run's checkpoint, e.g. model.init_head_from=RUN_LP/checkpoints/best.ckpt",
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``key`` must satisfy ``check``; ``allowed`` says what is accepted, in the user's words."""
+
+    key: str
+    check: Callable[[Any], bool]
+    allowed: str
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def positive(value: Any) -> bool:
+    return _number(value) and value > 0
+
+
+def non_negative(value: Any) -> bool:
+    return _number(value) and value >= 0
+
+
+def positive_int(value: Any) -> bool:
+    return _int(value) and value >= 1
+
+
+def optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or check(value)
+
+
+def fraction(value: Any) -> bool:
+    return _number(value) and 0 <= value < 1
+
+
+PRECISIONS = ("auto", "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "16", "bf16", "64-true", "64", "transformer-engine")
+
+RULES: tuple[Rule, ...] = (
+    Rule("seed", optional(_int), "an integer or null"),
+    Rule("model.optimizer.lr", positive, "a positive number, e.g. 1e-4"),
+    Rule("model.optimizer.weight_decay", optional(non_negative), "a number >= 0"),
+    Rule("model.sim_weight", non_negative, "a number >= 0 (and sim_weight + cls_weight > 0)"),
+    Rule("model.cls_weight", non_negative, "a number >= 0 (and sim_weight + cls_weight > 0)"),
+    Rule("model.label_smoothing", fraction, "a number in [0, 1)"),
+    Rule("data.batch_size", positive_int, "an integer >= 1"),
+    Rule("data.eval_batch_size", optional(positive_int), "an integer >= 1 or null (same as data.batch_size)"),
+    Rule("data.num_workers", lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    Rule("data.val_fraction", fraction, "a number in [0, 1)"),
+    Rule("data.test_fraction", fraction, "a number in [0, 1)"),
+    Rule("trainer.max_epochs", lambda v: v is None or (_int(v) and (v >= 1 or v == -1)), "an integer >= 1 (or -1: no limit)"),
+    Rule("trainer.accumulate_grad_batches", positive_int, "an integer >= 1"),
+    Rule("trainer.gradient_clip_val", optional(non_negative), "a number >= 0 or null"),
+    Rule("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {list(PRECISIONS)}"),
+)
+
+
+def validate_config(cfg: DictConfig, task: str = "train") -> None:
+    """Raise :class:`ConfigError` naming the first bad key, its value and what is allowed."""
+    _check_missing(cfg)
+    for rule in RULES:
+        value = _select(cfg, rule.key)
+        if value is _MISSING:
+            continue
+        if not rule.check(value):
+            raise ConfigError(f"{rule.key}={value!r} is not allowed: expected {rule.allowed}")
+    _check_loss_weights(cfg)
+    _check_paths(cfg, task)
+
+
+def _select(cfg: DictConfig, key: str) -> Any:
+    value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False)
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _check_missing(cfg: DictConfig) -> None:
+    missing: list[str] = []
+    for key in cfg.keys():
+        if key == "hydra":  # Hydra's own node holds sweep-only `???` keys
+            continue
+        if OmegaConf.is_missing(cfg, key):
+            missing.append(str(key))
+        elif OmegaConf.is_config(cfg._get_node(key)):
+            missing.extend(OmegaConf.missing_keys(cfg[key]))
+    missing.sort()
+    if missing:
+        key = missing[0]
+        hint = MISSING_HINTS.get(key, f"set it on the command line: {key}=...")
+        others = f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ""
+        raise ConfigError(f"{key} is required but not set (???): pass {hint}{others}")
+
+
+def _check_loss_weights(cfg: DictConfig) -> None:
+    sim, cls = _select(cfg, "model.sim_weight"), _select(cfg, "model.cls_weight")
+    if sim is _MISSING or cls is _MISSING:
+        return
+    if sim + cls <= 0:
+        raise ConfigError(
+            f"model.sim_weight={sim!r} + model.cls_weight={cls!r} is 0: nothing would be trained; "
+            "set at least one of them > 0 (FLYP: sim_weight=1 cls_weight=0; WiSE-style CE: sim_weight=0 cls_weight=1)"
+        )
+
+
+def _check_paths(cfg: DictConfig, task: str) -> None:
+    descriptions = _select(cfg, "model.prompts.descriptions")
+    if isinstance(descriptions, str) and descriptions and not resolve_project_file(descriptions).is_file():
+        raise ConfigError(
+            f"model.prompts.descriptions={descriptions!r} does not exist; pass an existing YAML file "
+            "(class name: description) or null"
+        )
+    if task == "eval":
+        ckpt = _select(cfg, "ckpt_path")
+        if isinstance(ckpt, str) and not Path(ckpt).expanduser().is_file():
+            raise CheckpointError(
+                f"ckpt_path={ckpt!r} does not exist; pass a checkpoint file such as "
+                "outputs/<run>/<time>/checkpoints/best.ckpt"
+            )
+

@@ -1,0 +1,325 @@
+"""The results table: every finished run's ``metrics.json`` collected into one comparable row.
+
+``python -m clipft.results multirun/2026-... outputs/... [--out docs/table.md] [--csv t.csv]``
+walks the given folders (or ``metrics.json`` files), reads each run's metrics and its Hydra
+record (``.hydra/hydra.yaml``: which experiment, model and data it composed), and prints one
+markdown table: method, data, split, epochs, val/test accuracy, macro-F1, ECE, time.
+Runs that started but left no ``metrics.json`` (crashed, killed, still running) are listed
+with their status instead of being silently dropped. Imports no Hydra: it reads files only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from clipft.errors import ConfigError, DataError
+from clipft.utils.io import atomic_write_text
+
+METRICS_FILE = "metrics.json"
+HYDRA_DIR = ".hydra"
+# how a Hydra job ended, written by clipft.pipeline.hydra_callbacks.JobStatusRecorder
+JOB_STATUS_FILE = "job_status.json"
+
+# column -> header shown in the markdown table
+COLUMNS: dict[str, str] = {
+    "method": "method",
+    "model": "model",
+    "data": "data",
+    "split": "split",
+    "n_train": "train",
+    "n_val": "val",
+    "n_test": "test",
+    "epochs": "epochs",
+    "val_acc": "val acc",
+    "test_acc": "test acc",
+    "test_macro_f1": "test macro-F1",
+    "test_ece": "test ECE",
+    "time_s": "time",
+    "status": "status",
+}
+PERCENT_COLUMNS = ("val_acc", "test_acc", "test_macro_f1")
+INTEGER_COLUMNS = ("rank", "n_train", "n_val", "n_test", "epochs")
+TEXT_HEADERS = ("method", "model", "data", "split", "status", "overrides", "run_dir")
+DEDUPE_NAMES = {"none": "random", "group": "dup-grouped", "drop": "deduped"}
+
+
+# ---------------------------------------------------------------------------- discovery
+def is_run_dir(path: Path) -> bool:
+    """A run directory holds a ``metrics.json`` or Hydra's ``.hydra`` record."""
+    return (path / METRICS_FILE).is_file() or (path / HYDRA_DIR).is_dir()
+
+
+def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
+    """Every run directory under ``paths`` (a path may be a run, a sweep, a tree or a metrics.json)."""
+    found: dict[Path, None] = {}
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise DataError(f"{str(path)!r} does not exist: pass run folders, sweep folders or metrics.json files")
+        if path.is_file():
+            if path.name != METRICS_FILE:
+                raise DataError(f"{str(path)!r} is a file but not a {METRICS_FILE}")
+            found[path.parent.resolve()] = None
+            continue
+        candidates = [path, *(p.parent for p in path.rglob(METRICS_FILE)), *(p.parent for p in path.rglob(HYDRA_DIR))]
+        for cand in candidates:
+            if is_run_dir(cand) and not _inside_checkpoint_tree(cand, path):
+                found[cand.resolve()] = None
+    return sorted(found)
+
+
+def _inside_checkpoint_tree(cand: Path, root: Path) -> bool:
+    # wandb/csv logger folders never hold .hydra or metrics.json, but guard against nested copies
+    return any(part in ("checkpoints", "wandb") for part in cand.relative_to(root).parts) if cand != root else False
+
+
+# ---------------------------------------------------------------------------- one run
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{str(path)!r} cannot be read as JSON: {exc}") from exc
+
+
+def read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def hydra_choices(run_dir: Path) -> dict[str, Any]:
+    """Config-group choices the run composed (``experiment``, ``model``, ``data`` ...), if recorded."""
+    record = read_yaml(run_dir / HYDRA_DIR / "hydra.yaml") or {}
+    return dict(((record.get("hydra") or {}).get("runtime") or {}).get("choices") or {})
+
+
+def hydra_overrides(run_dir: Path) -> list[str]:
+    """Command-line overrides of the run (for a sweep job: the swept values)."""
+    return [str(o) for o in (read_yaml(run_dir / HYDRA_DIR / "overrides.yaml") or [])]
+
+
+def failure_record(run_dir: Path) -> dict[str, Any] | None:
+    """The job's status record if it says the job failed (``status: FAILED`` and the error)."""
+    path = run_dir / JOB_STATUS_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = read_json(path)
+    except DataError:
+        return None
+    return record if str(record.get("status", "")).upper() == "FAILED" else None
+
+
+def describe_split(data_cfg: dict[str, Any], split_report: dict[str, Any]) -> str:
+    """``random 90/10``, ``dup-grouped 90/10`` ...: how train/val were drawn (and how the test was chosen)."""
+    dedupe = data_cfg.get("dedupe")
+    if dedupe is None:
+        dedupe = (split_report.get("dedupe") or {}).get("mode") if isinstance(split_report.get("dedupe"), dict) else None
+    kind = DEDUPE_NAMES.get(str(dedupe), "random") if dedupe is not None else "random"
+    val = data_cfg.get("val_fraction")
+    text = kind if val is None else f"{kind} {round(100 * (1 - float(val)))}/{round(100 * float(val))}"
+    test_view = data_cfg.get("test_view")
+    if test_view:
+        text += f", test {test_view}"
+    return text
+
+
+def run_row(run_dir: str | Path) -> dict[str, Any]:
+    """One table row for a run directory (status ``ok``, ``failed`` or ``incomplete``)."""
+    run_dir = Path(run_dir)
+    choices = hydra_choices(run_dir)
+    metrics_path = run_dir / METRICS_FILE
+    metrics = read_json(metrics_path) if metrics_path.is_file() else {}
+    config = metrics.get("config") or read_yaml(run_dir / "config.yaml") or read_yaml(run_dir / HYDRA_DIR / "config.yaml") or {}
+    summary = metrics.get("summary") or {}
+    split_report = metrics.get("data") or {}
+    data_cfg = config.get("data") or {}
+    model_name = choices.get("model")
+    method = choices.get("experiment") or config.get("run_name") or model_name
+    if "checkpoint" in metrics:  # an eval.py run: name it after the run that trained the checkpoint
+        method = f"eval: {_method_of_checkpoint(metrics['checkpoint']) or Path(metrics['checkpoint']).name}"
+    row: dict[str, Any] = {
+        "method": method,
+        "model": model_name,
+        "data": choices.get("data") or _data_name(data_cfg),
+        "split": describe_split(data_cfg, split_report),
+        "n_train": split_report.get("train"),
+        "n_val": split_report.get("val"),
+        "n_test": split_report.get("test"),
+        "epochs": metrics.get("epochs_trained"),
+        "val_acc": summary.get("best_val_acc"),
+        "test_acc": summary.get("test_accuracy"),
+        "test_macro_f1": summary.get("test_macro_f1"),
+        "test_ece": summary.get("test_ece"),
+        "time_s": metrics.get("duration_s"),
+        "status": "ok",
+        "error": None,
+        "overrides": " ".join(hydra_overrides(run_dir)),
+        "run_dir": str(run_dir),
+        "summary": summary,
+    }
+    if not metrics:
+        failure = failure_record(run_dir)
+        row["status"] = "failed" if failure else "incomplete"
+        if failure:
+            row["error"] = str(failure.get("error") or "unknown error")
+    return row
+
+
+def _data_name(data_cfg: dict[str, Any]) -> str | None:
+    root = data_cfg.get("root")
+    return Path(str(root)).name if root else None
+
+
+def _method_of_checkpoint(ckpt: str) -> str | None:
+    run_dir = Path(ckpt).parent.parent  # <run>/checkpoints/best.ckpt
+    if not is_run_dir(run_dir):
+        return None
+    choices = hydra_choices(run_dir)
+    return choices.get("experiment") or choices.get("model")
+
+
+# ---------------------------------------------------------------------------- tables
+def collect(paths: Iterable[str | Path], complete_only: bool = False) -> pd.DataFrame:
+    """One row per run found under ``paths`` (see :data:`COLUMNS`), in path order."""
+    rows = [run_row(d) for d in find_run_dirs(paths)]
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, "error", "overrides", "run_dir", "summary"])
+    if complete_only:
+        frame = frame[frame["status"] == "ok"].reset_index(drop=True)
+    return frame
+
+
+def rank(frame: pd.DataFrame, metric: str, mode: str = "max") -> pd.DataFrame:
+    """Sort by ``summary[metric]`` (best first, failed runs last) and number the ranks."""
+    if mode not in ("max", "min"):
+        raise ConfigError(f"ranking mode must be 'max' or 'min', got {mode!r}")
+    frame = frame.copy()
+    frame[metric] = [_as_float((s or {}).get(metric)) for s in frame["summary"]]
+    frame = frame.sort_values(metric, ascending=(mode == "min"), na_position="last", kind="stable")
+    ranks = [i + 1 if pd.notna(v) else None for i, v in enumerate(frame[metric])]
+    frame.insert(0, "rank", pd.array(ranks, dtype="Int64"))
+    return frame.reset_index(drop=True)
+
+
+def varying_overrides(overrides: Sequence[str]) -> list[str]:
+    """Per run, only the ``key=value`` overrides that differ between runs (what a sweep swept)."""
+    parsed = [dict(_split_override(o) for o in str(line).split()) for line in overrides]
+    keys = list(dict.fromkeys(k for p in parsed for k in p))
+    varying = [k for k in keys if len({p.get(k) for p in parsed}) > 1] if len(parsed) > 1 else keys
+    return [" ".join(f"{k}={p[k]}" for k in varying if k in p) for p in parsed]
+
+
+def _split_override(item: str) -> tuple[str, str | None]:
+    key, sep, value = item.partition("=")
+    return key, (value if sep else None)
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def format_table(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Display strings: accuracies in %, ECE to 3 decimals, time as ``1m23s``; empty cells as ``-``."""
+    columns = list(columns or [c for c in COLUMNS if c in frame.columns])
+    out = pd.DataFrame(index=frame.index)
+    for col in columns:
+        values = frame[col] if col in frame.columns else pd.Series([None] * len(frame), index=frame.index)
+        out[COLUMNS.get(col, col)] = [_format(col, v) for v in values]
+    return out
+
+
+def _format(col: str, value: Any) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)):
+        return "-"
+    if col in PERCENT_COLUMNS:
+        return f"{100 * float(value):.2f}"
+    if col == "test_ece":
+        return f"{float(value):.3f}"
+    if col == "time_s":
+        seconds = int(round(float(value)))
+        return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+    if col in INTEGER_COLUMNS:
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def to_markdown(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> str:
+    """A GitHub-flavoured markdown table (accuracies in %)."""
+    if frame.empty:
+        return "_no runs found_\n"
+    shown = format_table(frame, columns)
+    align = ["left" if name in TEXT_HEADERS else "right" for name in shown.columns]
+    return shown.to_markdown(index=False, disable_numparse=True, colalign=align) + "\n"
+
+
+def print_table(frame: pd.DataFrame, columns: Sequence[str] | None = None, title: str | None = None) -> None:
+    """The same table on the terminal, with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    shown = format_table(frame, columns)
+    table = Table(title=title, show_lines=False)
+    for name in shown.columns:
+        table.add_column(str(name), justify="left" if name in TEXT_HEADERS else "right")
+    for _, values in shown.iterrows():
+        table.add_row(*[str(v) for v in values])
+    Console().print(table)
+
+
+# ---------------------------------------------------------------------------- CLI
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m clipft.results",
+        description="Collect runs (metrics.json under run/sweep folders) into one results table.",
+    )
+    parser.add_argument("paths", nargs="+", help="run folders, sweep folders (multirun/...), trees or metrics.json files")
+    parser.add_argument("--out", help="write the markdown table to this file")
+    parser.add_argument("--csv", help="write every column (including overrides and run_dir) as CSV")
+    parser.add_argument("--sort-by", help="rank by this metrics.json summary key (e.g. best_val_acc, test_accuracy)")
+    parser.add_argument("--mode", choices=("max", "min"), default="max", help="ranking direction for --sort-by")
+    parser.add_argument("--complete-only", action="store_true", help="leave out failed / unfinished runs")
+    parser.add_argument("--columns", help="comma-separated columns to show (default: all of %s)" % ",".join(COLUMNS))
+    args = parser.parse_args(argv)
+    try:
+        frame = collect(args.paths, complete_only=args.complete_only)
+        columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+        if columns:
+            unknown = [c for c in columns if c not in COLUMNS and c not in ("overrides", "run_dir", "rank")]
+            if unknown:
+                raise ConfigError(f"unknown column(s) {unknown}; choose from {list(COLUMNS)} + overrides, run_dir")
+        if args.sort_by:
+            frame = rank(frame, args.sort_by, args.mode)
+            columns = ["rank", *(columns or COLUMNS)]
+    except (ConfigError, DataError) as exc:
+        print(f"clipft error: {exc}", file=sys.stderr)
+        return 1
+    markdown = to_markdown(frame, columns)
+    if args.out:
+        atomic_write_text(args.out, markdown)
+    if args.csv:
+        frame.drop(columns=["summary"]).to_csv(args.csv, index=False)
+    if sys.stdout.isatty():
+        print_table(frame, columns, title=f"{len(frame)} run(s)")
+    else:
+        print(markdown, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

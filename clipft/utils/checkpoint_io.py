@@ -1,0 +1,75 @@
+"""A Lightning ``CheckpointIO`` plugin: checkpoints are written atomically and read safely.
+
+Writes: the checkpoint is serialised in memory, written to a temp file *beside* the target,
+fsync'ed and renamed over it (:func:`clipft.utils.io.atomic_write_bytes`), so ``last.ckpt`` is
+either the previous complete file or the new complete file, even if the process is SIGKILLed
+mid-write. (Lightning's default stages local files in the system temp folder and moves them,
+which is a copy, not a rename, when that folder is on another filesystem, and never fsyncs.)
+
+Reads: ``torch.load(weights_only=True)`` unless the caller asks otherwise, and a file that
+cannot be read (truncated, not a checkpoint, needs unpickling) is a :class:`CheckpointError`
+naming the file, not a deep unpickling trace.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from clipft.errors import CheckpointError
+from clipft.utils.io import atomic_write_bytes
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Temp file + fsync + rename for local paths; remote URLs (``s3://`` ...) go through Lightning."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__}.save_checkpoint does not take storage_options, got {storage_options!r}")
+        if "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(Path(path), buffer.getbuffer())
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
+        if weights_only is None:
+            weights_only = True
+        if "://" not in str(path) and not Path(path).is_file():
+            raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+        try:
+            return super().load_checkpoint(path, map_location=map_location or "cpu", weights_only=weights_only)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - truncated files and unsafe pickles are reported alike
+            unsafe = "weights_only" in str(exc) or "WeightsUnpickler" in str(exc)
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+                + (
+                    "; it holds objects that need unsafe unpickling (torch.load weights_only=False): "
+                    "only do that for files from a source you trust"
+                    if unsafe
+                    else "; the file may be truncated or not a checkpoint: use another checkpoint (e.g. best.ckpt)"
+                )
+            ) from exc
+
+
+def with_atomic_checkpoint_io(plugins: Any = None) -> list[Any]:
+    """The trainer's plugins (configs are built) plus :class:`AtomicCheckpointIO`, unless one
+    already sets the checkpoint IO."""
+    from lightning.fabric.plugins.io import CheckpointIO
+
+    from clipft.utils.instantiate import instantiate
+
+    if plugins is None:
+        plugins = []
+    elif not isinstance(plugins, (list, tuple)):
+        plugins = [plugins]
+    built = [instantiate(p) if isinstance(p, dict) else p for p in plugins]
+    if not any(isinstance(p, CheckpointIO) for p in built):
+        built.append(AtomicCheckpointIO())
+    return built

@@ -1,0 +1,39 @@
+"""Fault injection for the reliability tests: a callback added with Hydra overrides, e.g.
+``+callbacks.fault._target_=reliability_faults.FaultAt +callbacks.fault.action=sigkill``.
+
+It is imported by train.py subprocesses (``tests/`` is put on PYTHONPATH by the tests).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import lightning as L
+import torch
+
+
+class FaultAt(L.Callback):
+    """At training batch ``batch`` of epoch ``epoch``: ``sigkill`` | ``sigterm`` | ``nan`` | ``oom``."""
+
+    def __init__(self, action: str, epoch: int = 0, batch: int = 0) -> None:
+        self.action, self.epoch, self.batch = action, epoch, batch
+
+    def _here(self, trainer: L.Trainer, batch_idx: int) -> bool:
+        return trainer.current_epoch == self.epoch and batch_idx == self.batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if not self._here(trainer, batch_idx):
+            return
+        if self.action == "nan":  # poison the inputs, not the weights: the loss becomes NaN
+            batch[0].fill_(float("nan"))
+        elif self.action == "oom":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (fault injected by a test)")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self._here(trainer, batch_idx):
+            return
+        if self.action == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif self.action == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)

@@ -1,0 +1,86 @@
+"""Bad config values are one clear line naming the key, the value and what is allowed, raised
+before any data or model is built."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import MissingConfigException
+
+from clipft.errors import CheckpointError, ConfigError
+from clipft.pipeline.validation import validate_config
+from conftest import FAST, compose, run_script
+
+BAD_VALUES = [
+    (["model.optimizer.lr=-0.001"], r"model\.optimizer\.lr=-0\.001 .*positive number"),
+    (["model.optimizer.lr=0"], r"model\.optimizer\.lr=0 .*positive number"),
+    (["data.batch_size=0"], r"data\.batch_size=0 .*integer >= 1"),
+    (["data.batch_size=2.5"], r"data\.batch_size=2\.5 .*integer >= 1"),
+    (["model.sim_weight=0", "model.cls_weight=0"], r"model\.sim_weight=0 \+ model\.cls_weight=0 is 0"),
+    (["model.sim_weight=-1"], r"model\.sim_weight=-1 .*>= 0"),
+    (["model.label_smoothing=1.5"], r"model\.label_smoothing=1\.5 .*\[0, 1\)"),
+    (["trainer.max_epochs=0"], r"trainer\.max_epochs=0 .*integer >= 1"),
+    (["trainer.accumulate_grad_batches=0"], r"trainer\.accumulate_grad_batches=0"),
+    (["trainer.precision=17"], r"trainer\.precision=17 .*one of"),
+    (["data.val_fraction=1.0"], r"data\.val_fraction=1\.0 .*\[0, 1\)"),
+    (["model.prompts.descriptions=no/such/file.yaml"], r"model\.prompts\.descriptions='no/such/file\.yaml' does not exist"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_VALUES, ids=[" ".join(o) for o, _ in BAD_VALUES])
+def test_bad_values_name_key_value_and_allowed(overrides, message, tmp_path):
+    cfg = compose(overrides, root=tmp_path)
+    with pytest.raises(ConfigError, match=message) as info:
+        validate_config(cfg, "train")
+    assert "\n" not in str(info.value)
+
+
+def test_defaults_are_valid(tmp_path):
+    validate_config(compose([], root=tmp_path), "train")
+    validate_config(compose(["model=clip_flyp", "trainer=gpu"], root=tmp_path), "train")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"), [(["experiment=exp3"], "init_from"), (["ckpt_path=???"], "ckpt_path")]
+)
+def test_missing_required_path_names_the_key(overrides, key, tmp_path):
+    cfg = compose(overrides, root=tmp_path)
+    with pytest.raises(ConfigError, match=rf"^{key} is required but not set \(\?\?\?\): pass .*{key}=.*best\.ckpt"):
+        validate_config(cfg, "train")
+
+
+def test_eval_without_checkpoint_and_with_missing_checkpoint(tmp_path):
+    with pytest.raises(ConfigError, match=r"ckpt_path is required"):
+        validate_config(compose([], config_name="eval", root=tmp_path), "eval")
+    cfg = compose([f"ckpt_path={tmp_path / 'nope.ckpt'}"], config_name="eval", root=tmp_path)
+    with pytest.raises(CheckpointError, match=r"nope\.ckpt' does not exist"):
+        validate_config(cfg, "eval")
+
+
+def test_run_train_fails_before_building_anything(tmp_path, monkeypatch):
+    import clipft.pipeline.train as train_pipeline
+
+    def must_not_build(*args, **kwargs):
+        raise AssertionError("validation must come before the datamodule is built")
+
+    monkeypatch.setattr(train_pipeline, "build_datamodule", must_not_build)
+    cfg = compose(["model.optimizer.lr=-1"], root=tmp_path)
+    with pytest.raises(ConfigError, match="model.optimizer.lr=-1"):
+        train_pipeline.run_train(cfg)
+    assert not (tmp_path / "run").exists()  # not even the run directory
+
+
+@pytest.mark.parametrize(("group", "option", "listed"), [("model", "clip_huge", "clip_tiny"), ("data", "imagenet9", "synthetic_signs")])
+def test_unknown_group_option_lists_the_available_ones(group, option, listed, tmp_path):
+    with pytest.raises(MissingConfigException) as info:
+        compose([f"{group}={option}"], root=tmp_path)
+    message = str(info.value)
+    assert f"{group}/{option}" in message and "Available options" in message and listed in message
+
+
+def test_cli_prints_one_line_and_exits_1(tmp_path):
+    result = run_script("train.py", [*FAST, "data.batch_size=0"], cwd=tmp_path, timeout=120)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("clipft error:")]
+    assert errors == ["clipft error: data.batch_size=0 is not allowed: expected an integer >= 1"], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "outputs").glob("*/*/checkpoints"))

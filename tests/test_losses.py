@@ -1,0 +1,62 @@
+"""The contrastive loss's target modes against hand-written references."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from clipft.modules.losses import contrastive_loss, contrastive_targets
+
+
+def _features(n: int = 5, d: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(n, d, generator=g), dim=-1), F.normalize(torch.randn(n, d, generator=g), dim=-1)
+
+
+def test_arange_is_the_plain_clip_loss():
+    image, text = _features()
+    labels = torch.tensor([0, 0, 1, 2, 1])
+    logits = 7.0 * image @ text.t()
+    target = torch.arange(5)
+    expected = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+    torch.testing.assert_close(contrastive_loss(image, text, labels, 7.0, "arange"), expected)
+
+
+def test_mask_same_class_drops_same_class_negatives():
+    image, text = _features()
+    labels = torch.tensor([0, 0, 1, 2, 1])
+    logits = 7.0 * image @ text.t()
+    rows = []
+    for i in range(5):  # image i against every text except other same-class ones
+        keep = [j for j in range(5) if j == i or labels[j] != labels[i]]
+        rows.append(-F.log_softmax(logits[i, keep], 0)[keep.index(i)])
+    cols = []
+    for j in range(5):
+        keep = [i for i in range(5) if i == j or labels[i] != labels[j]]
+        cols.append(-F.log_softmax(logits[keep, j], 0)[keep.index(j)])
+    expected = 0.5 * (torch.stack(rows).mean() + torch.stack(cols).mean())
+    torch.testing.assert_close(contrastive_loss(image, text, labels, 7.0, "mask_same_class"), expected)
+
+
+def test_modes_agree_when_every_label_is_distinct():
+    image, text = _features()
+    labels = torch.arange(5)
+    losses = [contrastive_loss(image, text, labels, 5.0, m) for m in ("arange", "mask_same_class", "multi_positive")]
+    torch.testing.assert_close(losses[0], losses[1])
+    torch.testing.assert_close(losses[0], losses[2])
+    assert torch.equal(contrastive_targets(labels, "multi_positive"), torch.eye(5))
+
+
+def test_multi_positive_loss_drops_when_same_class_features_align():
+    labels = torch.tensor([0, 0, 1, 1])
+    image = torch.nn.Parameter(torch.randn(4, 6))
+    text = F.normalize(torch.randn(2, 6), dim=-1)[labels]
+    opt = torch.optim.SGD([image], lr=0.5)
+    first = None
+    for _ in range(30):
+        loss = contrastive_loss(F.normalize(image, dim=-1), text, labels, 10.0, "multi_positive")
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first

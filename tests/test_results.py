@@ -1,0 +1,117 @@
+"""The results collector: run folders -> one ranked markdown/CSV table (no training here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from clipft.errors import DataError
+from clipft.results import collect, main, rank, run_row, to_markdown, varying_overrides
+
+
+def make_run(
+    path: Path,
+    *,
+    val: float | None = 0.9,
+    test: float | None = 0.8,
+    experiment: str | None = "exp1",
+    data: str = "traffic_signs",
+    dedupe: str | None = "group",
+    overrides: list[str] | None = None,
+    finished: bool = True,
+    failure: dict | None = None,
+) -> Path:
+    """A run folder as train.py leaves it: .hydra record, config.yaml, metrics.json."""
+    (path / ".hydra").mkdir(parents=True)
+    choices = {"experiment": experiment, "model": "clip_flyp", "data": data}
+    (path / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
+    (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides or []))
+    config = {"run_name": "r", "data": {"val_fraction": 0.1, "dedupe": dedupe, "test_view": "clean"}}
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    if finished:
+        metrics = {
+            "summary": {"best_val_acc": val, "test_accuracy": test, "test_macro_f1": 0.5, "test_ece": 0.0123},
+            "data": {"train": 90, "val": 10, "test": 20},
+            "epochs_trained": 7,
+            "duration_s": 125.4,
+            "config": config,
+        }
+        (path / "metrics.json").write_text(json.dumps(metrics))
+    if failure is not None:
+        (path / "job_status.json").write_text(json.dumps({"status": "FAILED", **failure}))
+    return path
+
+
+def test_run_row_reads_metrics_and_hydra_choices(tmp_path):
+    row = run_row(make_run(tmp_path / "run", dedupe="none"))
+    assert row["method"] == "exp1" and row["data"] == "traffic_signs" and row["model"] == "clip_flyp"
+    assert row["split"] == "random 90/10, test clean"
+    assert (row["n_train"], row["n_val"], row["n_test"], row["epochs"]) == (90, 10, 20, 7)
+    assert row["val_acc"] == 0.9 and row["test_acc"] == 0.8 and row["status"] == "ok"
+
+
+def test_grouped_split_is_named_differently_from_random(tmp_path):
+    grouped = run_row(make_run(tmp_path / "a", dedupe="group"))
+    random_ = run_row(make_run(tmp_path / "b", dedupe="none"))
+    assert grouped["split"].startswith("dup-grouped 90/10")
+    assert random_["split"].startswith("random 90/10")
+
+
+def test_collect_finds_nested_runs_and_keeps_unfinished_ones(tmp_path):
+    make_run(tmp_path / "multirun" / "s" / "0", val=0.5)
+    make_run(tmp_path / "multirun" / "s" / "1", finished=False)
+    make_run(tmp_path / "multirun" / "s" / "2", finished=False, failure={"error": "CUDA OOM"})
+    frame = collect([tmp_path / "multirun"])
+    assert list(frame["status"]) == ["ok", "incomplete", "failed"]
+    assert frame.loc[2, "error"] == "CUDA OOM"
+    assert len(collect([tmp_path / "multirun"], complete_only=True)) == 1
+
+
+def test_rank_orders_best_first_and_failed_last(tmp_path):
+    for i, val in enumerate([0.7, None, 0.95, 0.8]):
+        make_run(tmp_path / str(i), val=val, finished=val is not None)
+    ranked = rank(collect([tmp_path]), "best_val_acc")
+    assert list(ranked["best_val_acc"][:3]) == [0.95, 0.8, 0.7]
+    assert list(ranked["rank"][:3]) == [1, 2, 3] and ranked["status"].iloc[-1] == "incomplete"
+    assert list(rank(collect([tmp_path]), "best_val_acc", mode="min")["best_val_acc"][:3]) == [0.7, 0.8, 0.95]
+
+
+def test_markdown_table_shows_percentages_and_time(tmp_path):
+    make_run(tmp_path / "r", val=0.98346, test=0.8567)
+    md = to_markdown(collect([tmp_path]), ["method", "split", "val_acc", "test_acc", "test_ece", "time_s"])
+    header, rule, row = md.strip().splitlines()
+    assert "val acc" in header and "test ECE" in header and set(rule) <= set("|:-")
+    assert "98.35" in row and "85.67" in row and "0.012" in row and "2m05s" in row
+
+
+def test_varying_overrides_keeps_only_swept_keys():
+    lines = ["model.optimizer.lr=1e-5 trainer.max_epochs=3", "model.optimizer.lr=1e-6 trainer.max_epochs=3"]
+    assert varying_overrides(lines) == ["model.optimizer.lr=1e-5", "model.optimizer.lr=1e-6"]
+    assert varying_overrides(["a=1 b=2"]) == ["a=1 b=2"]
+
+
+def test_cli_writes_markdown_and_csv(tmp_path, capsys):
+    make_run(tmp_path / "runs" / "a", val=0.6, experiment="exp1")
+    make_run(tmp_path / "runs" / "b", val=0.9, experiment="exp2")
+    out, csv = tmp_path / "table.md", tmp_path / "table.csv"
+    assert main([str(tmp_path / "runs"), "--out", str(out), "--csv", str(csv), "--sort-by", "best_val_acc"]) == 0
+    lines = out.read_text().splitlines()
+    assert "exp2" in lines[2] and "exp1" in lines[3]  # ranked: best first
+    assert "run_dir" in csv.read_text().splitlines()[0]
+
+
+def test_cli_reports_missing_paths_and_unknown_columns(tmp_path, capsys):
+    assert main([str(tmp_path / "nope")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    make_run(tmp_path / "r")
+    assert main([str(tmp_path / "r"), "--columns", "method,bogus"]) == 1
+    assert "bogus" in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_metrics_json_is_rejected(tmp_path):
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(DataError, match="not a metrics.json"):
+        collect([tmp_path / "x.txt"])
