@@ -169,3 +169,9 @@ def test_wise_ft_alpha_0_is_zeroshot_and_alpha_1_is_finetuned_exactly(tiny_clip_
         assert torch.equal(tuned(x), want_ft)  # weights restored after the sweep
     with pytest.raises(ConfigError, match="alphas"):
         list(wise_ft_sweep(tuned, [1.5]))
+
+
+def test_wise_ft_refuses_a_randomly_initialised_backbone():
+    random_clip = CLIPFineTune(CLASSES, clip={"_target_": "clipft.models.HFCLIPBackbone", "config": {}}, optimizer=OPT)
+    with pytest.raises(CheckpointError, match="randomly"):
+        list(wise_ft_sweep(random_clip, [0.0, 1.0]))

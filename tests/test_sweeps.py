@@ -128,3 +128,20 @@ def test_optuna_sweep_maximises_the_returned_metric(tmp_path):
     vals = [json.loads((sweep / j / "metrics.json").read_text())["summary"]["best_val_acc"] for j in ("0", "1")]
     assert result["best_value"] == pytest.approx(max(vals))
     assert len(read_summary(sweep)) == 2
+
+
+def test_each_sweep_job_closes_its_wandb_run(tmp_path, monkeypatch):
+    """Jobs share a process: an open W&B run would swallow the next job's logs."""
+    import sys
+    import types
+
+    finished = []
+    fake = types.SimpleNamespace(run=object(), finish=lambda: finished.append(True))
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    sweep = tmp_path / "s"
+    job = fake_job(sweep, 0, ["a=1"], 0.5)
+    SweepSummary().on_job_end(job_config(sweep, job), JobReturn(status=JobStatus.COMPLETED))
+    assert finished == [True]
+    fake.run = None
+    SweepSummary().on_job_end(job_config(sweep, job), JobReturn(status=JobStatus.COMPLETED))
+    assert finished == [True]

@@ -113,7 +113,11 @@ def build_torchvision_backbone(name: str = "mobilenet_v3_small", pretrained: Any
         try:
             model = torchvision.models.get_model(name, weights=weights)
         except Exception as exc:  # noqa: BLE001 - network/hash/cache failures all mean the same to the user
-            hint = f" For mobilenet_v2 offline use pretrained={LOCAL_MOBILENET_V2_HINT}." if name == "mobilenet_v2" else ""
+            hint = (
+                f" For mobilenet_v2 offline use pretrained={LOCAL_MOBILENET_V2_HINT}."
+                if name == "mobilenet_v2"
+                else f" Or use model=cnn_mobilenet_v2 (MobileNetV2 with the local ImageNet file {LOCAL_MOBILENET_V2_HINT})."
+            )
             raise ConfigError(
                 f"model.backbone.pretrained={pretrained!r}: could not fetch torchvision weights {weights} for {name} "
                 f"({type(exc).__name__}: {exc}). Offline, pass a local weights file instead "

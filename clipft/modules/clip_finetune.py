@@ -178,6 +178,13 @@ class CLIPFineTune(ClassificationModule):
 
     def zeroshot_reference(self) -> CLIPFineTune:
         """The same module before fine-tuning (pretrained backbone, initial head): WiSE-FT's alpha = 0."""
+        clip = dict(self.hparams.get("clip") or {})
+        if str(clip.get("_target_", "")).endswith("HFCLIPBackbone") and not clip.get("name_or_path"):
+            raise CheckpointError(
+                "WiSE-FT needs the pretrained weights this model started from, but its backbone is a randomly "
+                "initialised CLIP (model.clip.name_or_path=null): there is no zero-shot model to interpolate with. "
+                "Fine-tune from a hub id or a local CLIP folder."
+            )
         reference = type(self)(**dict(self.hparams))
         reference.to(self.device)
         reference.initialise_head()

@@ -43,7 +43,7 @@ class CLIPLinearProbe(ClassificationModule):
         self,
         class_names: Sequence[str],
         clip: dict[str, Any],
-        c_values: Sequence[float] = (0.1, 1.0, 10.0, 100.0),
+        c_values: Sequence[float] = (0.1, 1.0, 10.0, 100.0, 1000.0),
         max_iter: int = 1000,
         feature_batch_size: int = 128,
         optimizer: dict[str, Any] | None = None,

@@ -38,9 +38,17 @@ def build_datamodule(cfg: DictConfig):
 
 
 def build_model(cfg: DictConfig, class_names: list[str]):
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    return instantiate(to_plain(cfg.model), class_names=list(class_names), _recursive_=False, _convert_="all")
+    from clipft.errors import ClipftError
+
+    try:
+        return instantiate(to_plain(cfg.model), class_names=list(class_names), _recursive_=False, _convert_="all")
+    except InstantiationException as exc:  # Hydra wraps the module's own ConfigError: show that one line
+        if isinstance(exc.__cause__, ClipftError):
+            raise exc.__cause__ from None
+        raise
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Any]:

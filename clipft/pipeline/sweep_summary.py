@@ -6,13 +6,14 @@ far; failed jobs are listed (status ``failed`` and the error from the ``job_stat
 :class:`clipft.pipeline.hydra_callbacks.JobStatusRecorder` writes) rather than dropped. Register
 this callback after ``job_status`` so that record exists when the summary is written. It also names the
 sweep's W&B group: unless ``WANDB_RUN_GROUP`` is already set, every job of one multirun logs
-to the group ``<task>-<sweep folder>`` (see ``conf/logger/wandb.yaml``).
+to the group ``<task>-<sweep folder>`` (see ``conf/logger/wandb.yaml``), each in its own run.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,7 @@ class SweepSummary(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.get("mode") != RunMode.MULTIRUN:
             return
+        finish_wandb_run()
         self.write(Path(str(config.hydra.sweep.dir)), self._metric(config))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -100,3 +102,11 @@ class SweepSummary(Callback):
             text += [f"- job {row.job} ({row.overrides}): {row.status}: {row.error or 'no metrics.json'}" for row in failed.itertuples()]
             text.append("")
         return atomic_write_text(sweep_dir / f"{SUMMARY_NAME}.md", "\n".join(text))
+
+
+def finish_wandb_run() -> None:
+    """Close this job's W&B run: jobs of a multirun share a process, and Lightning's WandbLogger
+    would otherwise log the next job into the previous job's run."""
+    wandb = sys.modules.get("wandb")  # never import wandb just to check
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
