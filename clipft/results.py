@@ -148,7 +148,8 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
     model_name = choices.get("model")
     method = choices.get("experiment") or config.get("run_name") or model_name
     if "checkpoint" in metrics:  # an eval.py run: name it after the run that trained the checkpoint
-        method = f"eval: {_method_of_checkpoint(metrics['checkpoint']) or Path(metrics['checkpoint']).name}"
+        ckpt = metrics["checkpoint"]  # null for zero-shot evaluation
+        method = f"eval: {(_method_of_checkpoint(ckpt) or Path(ckpt).name) if ckpt else method}"
     row: dict[str, Any] = {
         "method": method,
         "model": model_name,

@@ -14,7 +14,7 @@ import torch
 
 
 class FaultAt(L.Callback):
-    """At training batch ``batch`` of epoch ``epoch``: ``sigkill`` | ``sigterm`` | ``nan`` | ``oom``."""
+    """At training batch ``batch`` of epoch ``epoch``: ``sigkill`` | ``sigterm`` | ``poison`` (NaN weights) | ``oom``."""
 
     def __init__(self, action: str, epoch: int = 0, batch: int = 0) -> None:
         self.action, self.epoch, self.batch = action, epoch, batch
@@ -25,8 +25,10 @@ class FaultAt(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if not self._here(trainer, batch_idx):
             return
-        if self.action == "nan":  # poison the inputs, not the weights: the loss becomes NaN
-            batch[0].fill_(float("nan"))
+        if self.action == "poison":  # as if the last step had blown up: every weight is NaN now
+            with torch.no_grad():
+                for p in pl_module.parameters():
+                    p.fill_(float("nan"))
         elif self.action == "oom":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (fault injected by a test)")
 

@@ -86,9 +86,14 @@ def test_dual_encoder_from_towers_trains_and_reloads(tmp_path):
     )
     module = load_module(metrics["best_checkpoint"])  # weights_only load rebuilds the towers from the hparams
     assert type(module.backbone).__name__ == "DualEncoderBackbone" and module.backbone.lock_image
-    history = (tmp_path / "run" / "csv" / "metrics.csv")
-    assert metrics["summary"]["test_accuracy"] is not None and torch.isfinite(torch.tensor(metrics["summary"]["test_accuracy"]))
-    assert not history.exists() or history.read_text()
+    # locked image tower: its (freshly initialised) BatchNorm statistics never moved during training ...
+    bn = module.backbone.visual.model.features[0][1]
+    assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean)) and torch.equal(bn.running_var, torch.ones_like(bn.running_var))
+    # ... while the seeded projection did train
+    from clipft.models.dual_encoder import _seeded_linear
+
+    start = _seeded_linear(module.backbone.visual.feature_dim, 16, torch.Generator().manual_seed(0)).weight
+    assert not torch.allclose(start, module.backbone.visual_projection.weight)
 
 
 @pytest.mark.slow
@@ -107,3 +112,14 @@ def test_open_clip_backend_trains_through_the_same_module(tmp_path):
                      "model.optimizer.lr=1e-3", "model.scheduler.warmup_steps=1"], tmp_path)
     module = load_module(metrics["best_checkpoint"])
     assert type(module.backbone).__name__ == "OpenCLIPBackbone" and module.preprocessing["image_size"] == 32
+
+
+@pytest.mark.slow
+def test_lpft_starts_from_the_linear_probe_it_is_given(tmp_path, tiny_clip_dir):
+    clip = f"model.clip.name_or_path={tiny_clip_dir}"
+    probe = train(["model=clip_linear_probe", clip], tmp_path / "lp")
+    # a vanishing LR: LP-FT's model is then the probe's, so it must score exactly what the probe scored
+    lpft = train(["model=clip_lpft", clip, f"model.init_head_from={probe['best_checkpoint']}",
+                  "model.optimizer.lr=1e-12", "model.scheduler.warmup_steps=0"], tmp_path / "lpft")
+    assert lpft["summary"]["test_accuracy"] == pytest.approx(probe["summary"]["test_accuracy"])
+    assert lpft["summary"]["best_val_acc"] == pytest.approx(probe["summary"]["best_val_acc"])

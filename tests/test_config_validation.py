@@ -48,9 +48,7 @@ def test_missing_required_path_names_the_key(overrides, key, tmp_path):
         validate_config(cfg, "train")
 
 
-def test_eval_without_checkpoint_and_with_missing_checkpoint(tmp_path):
-    with pytest.raises(ConfigError, match=r"ckpt_path is required"):
-        validate_config(compose([], config_name="eval", root=tmp_path), "eval")
+def test_eval_with_missing_checkpoint_file(tmp_path):
     cfg = compose([f"ckpt_path={tmp_path / 'nope.ckpt'}"], config_name="eval", root=tmp_path)
     with pytest.raises(CheckpointError, match=r"nope\.ckpt' does not exist"):
         validate_config(cfg, "eval")

@@ -115,3 +115,13 @@ def test_a_file_that_is_not_metrics_json_is_rejected(tmp_path):
     (tmp_path / "x.txt").write_text("hi")
     with pytest.raises(DataError, match="not a metrics.json"):
         collect([tmp_path / "x.txt"])
+
+
+def test_eval_runs_are_named_after_the_trained_run_or_the_zero_shot_model(tmp_path):
+    train = make_run(tmp_path / "train", experiment="exp2")
+    for name, ckpt in (("eval", str(train / "checkpoints" / "best.ckpt")), ("zs", None)):
+        run = make_run(tmp_path / name, experiment=None)
+        metrics = json.loads((run / "metrics.json").read_text())
+        (run / "metrics.json").write_text(json.dumps({**metrics, "checkpoint": ckpt}))
+    assert run_row(tmp_path / "eval")["method"] == "eval: exp2"
+    assert run_row(tmp_path / "zs")["method"] == "eval: r"  # no checkpoint: the run's own name

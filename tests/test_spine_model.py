@@ -164,3 +164,21 @@ def test_eval_logits_use_every_prompt_of_a_class():
 def test_bad_loss_settings_are_config_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         _module(**kwargs)
+
+
+def test_concurrent_generation_of_the_synthetic_set_is_safe(tmp_path):
+    """Two runs started together in a fresh root must not trip over each other's temp folder."""
+    import multiprocessing as mp
+
+    from clipft.data.synthetic_signs import generate_synthetic_signs
+
+    root = tmp_path / "synthetic_signs"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=generate_synthetic_signs, args=(root, 3, 1)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert len(list((root / "train").rglob("*.png"))) == 30
+    assert not root.with_name("synthetic_signs.tmp").exists()

@@ -9,6 +9,7 @@ Two classes are mirror images ("keep left" / "keep right"), which punishes horiz
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -121,26 +122,48 @@ def generate_synthetic_signs(
         "image_size": image_size,
         "seed": seed,
     }
-    manifest = root / "manifest.json"
-    if manifest.is_file():
-        try:
-            if json.loads(manifest.read_text()) == params:
-                return root
-        except json.JSONDecodeError:
-            pass
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for split, per_class, offset in (("train", train_per_class, 0), ("test", test_per_class, 1_000_003)):
-        for label, name in enumerate(names):
-            rng = np.random.default_rng([seed, offset, label])
-            folder = tmp / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                render_sign(name, rng, image_size).save(folder / f"{i:04d}.png")
-    (tmp / "manifest.json").write_text(json.dumps(params, indent=2))
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)  # a half-written dataset is never mistaken for a finished one
+    if _manifest_matches(root, params):
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(root.with_name(root.name + ".lock")):
+        if _manifest_matches(root, params):  # another process generated it while we waited
+            return root
+        tmp = root.with_name(root.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for split, per_class, offset in (("train", train_per_class, 0), ("test", test_per_class, 1_000_003)):
+            for label, name in enumerate(names):
+                rng = np.random.default_rng([seed, offset, label])
+                folder = tmp / split / name
+                folder.mkdir(parents=True, exist_ok=True)
+                for i in range(per_class):
+                    render_sign(name, rng, image_size).save(folder / f"{i:04d}.png")
+        (tmp / "manifest.json").write_text(json.dumps(params, indent=2))
+        shutil.rmtree(root, ignore_errors=True)
+        tmp.rename(root)  # a half-written dataset is never mistaken for a finished one
     return root
+
+
+def _manifest_matches(root: Path, params: dict[str, Any]) -> bool:
+    try:
+        return json.loads((root / "manifest.json").read_text()) == params
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path):
+    """Serialise generation across processes (two runs started together share one dataset)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no cross-process lock
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class SyntheticSignsDataModule(FolderDataModule):

@@ -67,6 +67,7 @@ class DualEncoderBackbone(nn.Module):
             self.visual.requires_grad_(False)
         if self.lock_text:
             self.text.requires_grad_(False)
+        self.train()  # locked towers start in eval mode too (Lightning restores modes, it does not call train())
         tower_pre = dict(getattr(self.visual, "preprocessing", {}) or {})
         self.preprocessing = {
             "image_size": int(image_size or tower_pre.get("image_size") or 224),

@@ -59,6 +59,7 @@ class CLIPLinearProbe(ClassificationModule):
         self.feature_batch_size = int(feature_batch_size)
         self.backbone = instantiate(clip)
         self.backbone.requires_grad_(False)
+        self.backbone.eval()
         with torch.no_grad():
             dim = int(getattr(self.backbone, "embed_dim", 0) or self.backbone.encode_text(**self.backbone.tokenize(["x"])).shape[-1])
         self.head = nn.Linear(dim, self.num_classes)

@@ -49,6 +49,7 @@ def prepare_run_dir(cfg: DictConfig, task: str = "train") -> Path:
             _append_line(original / "resumes.jsonl", {**record, "log_dir": str(output_dir)})
             OmegaConf.update(cfg, "paths.output_dir", str(original), merge=False)
             output_dir = original
+            keep_csv_history(original)
         log.info("resuming from %s; writing into %s", resume_from, output_dir)
     claim_run_dir(output_dir, task, takeover=resume_from is not None)
     return output_dir
@@ -167,6 +168,15 @@ def _is_running(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def keep_csv_history(run_dir: Path) -> None:
+    """Lightning's CSVLogger starts ``metrics.csv`` afresh: keep the interrupted part as ``metrics.partN.csv``."""
+    for csv in run_dir.glob("*/metrics.csv"):
+        n = 1
+        while (csv.parent / f"metrics.part{n}.csv").exists():
+            n += 1
+        csv.rename(csv.parent / f"metrics.part{n}.csv")
 
 
 def _append_line(path: Path, record: dict[str, Any]) -> None:
