@@ -44,6 +44,20 @@ def test_cache_rebuilds_when_a_file_or_the_size_changes(tmp_path):
     assert DecodedImageCache(paths[:3], 8, tmp_path / "cache", "t").ensure().rebuilt  # file removed
 
 
+def test_two_sample_lists_never_share_one_cache_array(tmp_path):
+    """Runs with different splits (e.g. data.dedupe=none vs drop) read their own rows, even concurrently."""
+    paths = files(tmp_path, n=5)
+    first = DecodedImageCache(paths[:3], 8, tmp_path / "cache", "t").ensure()
+    first_rows = {p: first.image(p).clone() for p in paths[:3]}
+    second = DecodedImageCache(paths[1:], 8, tmp_path / "cache", "t").ensure()
+    assert second.array_file != first.array_file
+    reopened = DecodedImageCache(paths[:3], 8, tmp_path / "cache", "t")
+    reopened._array = None  # a DataLoader worker re-opening the memmap after the other run built its cache
+    for p in paths[:3]:
+        assert torch.equal(reopened.image(p), first_rows[p])
+    assert not DecodedImageCache(paths[:3], 8, tmp_path / "cache", "t").ensure().rebuilt
+
+
 def test_resize_square_keeps_the_centre():
     from PIL import Image
 

@@ -68,8 +68,9 @@ def _worker(rank: int, init_file: str) -> None:
 
 
 def test_gathered_contrastive_loss_matches_single_process_global_batch(tmp_path):
-    # fork: the workers inherit the imported modules (a spawned interpreter re-imports torch + lightning)
-    mp.start_processes(_worker, args=(str(tmp_path / "rendezvous"),), nprocs=WORLD, join=True, start_method="fork")
+    # spawn, not fork: forking a process whose OpenMP / gloo threads already ran (any earlier test
+    # did) can deadlock the children; a spawned interpreter pays a few seconds of imports instead.
+    mp.start_processes(_worker, args=(str(tmp_path / "rendezvous"),), nprocs=WORLD, join=True, start_method="spawn")
 
 
 def test_single_process_gather_is_identity():

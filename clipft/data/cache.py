@@ -58,7 +58,10 @@ class DecodedImageCache:
         self.paths = [str(Path(p).resolve()) for p in paths]
         self.size = int(size)
         self.cache_dir = Path(cache_dir)
-        self.array_file = self.cache_dir / f"decoded-{name}-{self.size}px.npy"
+        self.key = cache_key(self.paths, self.size)
+        # The key is in the file name: runs over different sample lists (e.g. another data.dedupe)
+        # get their own array and never overwrite one another's rows while training.
+        self.array_file = self.cache_dir / f"decoded-{name}-{self.size}px-{self.key[:16]}.npy"
         self.manifest_file = self.array_file.with_suffix(".json")
         self.row = {p: i for i, p in enumerate(self.paths)}
         self.rebuilt = False
@@ -66,7 +69,7 @@ class DecodedImageCache:
 
     def ensure(self, progress: bool = True) -> DecodedImageCache:
         """Build the array unless a manifest with the same key is already there."""
-        key = cache_key(self.paths, self.size)
+        key = self.key
         if self._manifest_key() == key and self.array_file.is_file():
             log.info("decoded-image cache hit: %s (%d images)", self.array_file, len(self.paths))
             return self
