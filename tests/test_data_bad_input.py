@@ -153,6 +153,22 @@ def test_list_file_errors_name_the_line(tmp_path):
             dm.setup()
 
 
+def test_list_file_paths_may_not_escape_the_dataset_root(tmp_path):
+    """A downloaded list file cannot make the loader read files outside the dataset folder."""
+    root = tmp_path / "dataset"
+    write_png(root / "a.png", seed=0)
+    secret = write_png(tmp_path / "elsewhere" / "secret.png", seed=1)
+    (root / "names.txt").write_text("cat\ndog\n")
+    for line in ("../elsewhere/secret.png 1", f"{secret} 1"):
+        (root / "train.txt").write_text(f"a.png 0\n{line}\n")
+        kwargs = dict(train_list=str(root / "train.txt"), class_names_file=str(root / "names.txt"), cache_dir=str(tmp_path / "c"))
+        with pytest.raises(DataError, match="line 2.*outside the dataset root.*allow_paths_outside_root"):
+            FolderDataModule(**kwargs).setup()
+        trusted = FolderDataModule(allow_paths_outside_root=True, val_fraction=0.0, test_fraction=0.0, **kwargs)
+        trusted.setup()
+        assert any(Path(s.path).resolve() == Path(secret).resolve() for s in trusted.train_samples + trusted.val_samples)
+
+
 @pytest.mark.slow
 def test_train_cli_skips_bad_images_and_reports_missing_root(tmp_path):
     root = make_traffic_signs(tmp_path / "ts", per_class=(4, 4, 4, 4))

@@ -61,16 +61,20 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, fault_path):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_last_checkpoint_and_resume_finishes(tmp_path, fault_path):
+def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, fault_path):
     term = run_script("train.py", [*EXACT, "run_name=term", FAULT, "+callbacks.fault.action=sigterm", "+callbacks.fault.epoch=1", "+callbacks.fault.batch=1"], cwd=tmp_path)
     assert term.returncode == 143, term.stderr[-3000:]
     assert "clipft error: interrupted by SIGTERM: saved" in term.stderr and "ckpt_path=last" in term.stderr
     run = only_run(tmp_path, "term")
+    interrupted = torch.load(run / "checkpoints" / "interrupted.ckpt", weights_only=True)
+    assert interrupted["global_step"] == 6  # mid-epoch 1: 4 batches in epoch 0 + 2
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["epoch"] == 1 and last["global_step"] == 6  # mid-epoch 1: 4 batches in epoch 0 + 2
+    assert last["epoch"] == 0 and last["global_step"] == 4  # the last completed epoch, untouched
     resumed = run_script("train.py", [*EXACT, "run_name=term", "ckpt_path=last"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert numbers(run)["epochs"] == 3
+    ref = run_script("train.py", [*EXACT, "run_name=ref"], cwd=tmp_path)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    assert numbers(run) == numbers(only_run(tmp_path, "ref"))
 
 
 def touch_ckpt(path: Path, mtime: float) -> Path:

@@ -1,12 +1,12 @@
-"""Save ``last.ckpt`` when a run is interrupted (SIGTERM from a scheduler, Ctrl+C), so a
-pre-empted job loses at most the batch in flight.
+"""Save the state of an interrupted run (SIGTERM from a scheduler, Ctrl+C) to ``interrupted.ckpt``.
 
 Lightning turns SIGTERM into ``SIGTERMException`` after the current batch and Ctrl+C into
 ``KeyboardInterrupt``; both reach ``on_exception``, where this callback writes the current state
-to the checkpoint folder's ``last.ckpt`` (atomically, through the trainer's CheckpointIO).
+beside ``last.ckpt`` (atomically, through the trainer's CheckpointIO). ``last.ckpt`` is left as
+the last *completed* epoch on purpose: a mid-epoch state cannot be resumed exactly (the data
+order of the rest of the epoch is lost), an epoch end can. So ``ckpt_path=last`` resumes exactly,
+and ``ckpt_path=<dir>/interrupted.ckpt`` trades exactness for the partial epoch's work.
 Other exceptions (a NaN loss, a bug) save nothing: the last good checkpoint stays as it was.
-A checkpoint taken mid-epoch resumes mid-epoch; exact equality with an uninterrupted run is
-guaranteed only from end-of-epoch checkpoints (see docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ INTERRUPTS = (SIGTERMException, KeyboardInterrupt)
 class InterruptCheckpoint(L.Callback):
     """On SIGTERM / Ctrl+C during ``fit``, write ``<checkpoint dir>/<filename>``."""
 
-    def __init__(self, filename: str = "last.ckpt") -> None:
+    def __init__(self, filename: str = "interrupted.ckpt") -> None:
         self.filename = filename
         self.saved_path: str | None = None
 
@@ -37,7 +37,8 @@ class InterruptCheckpoint(L.Callback):
         trainer.save_checkpoint(path)
         self.saved_path = str(path)
         log.warning(
-            "interrupted (%s) at epoch %d, step %d: saved %s; resume with ckpt_path=last (or ckpt_path=%s)",
+            "interrupted (%s) at epoch %d, step %d: saved %s; ckpt_path=last resumes exactly from the last "
+            "completed epoch, ckpt_path=%s continues from here",
             type(exception).__name__, trainer.current_epoch, trainer.global_step, path, path,
         )
 

@@ -49,13 +49,21 @@ def read_names_file(path: str | os.PathLike) -> list[str]:
     return names
 
 
-def read_list_file(path: str | os.PathLike, class_names: list[str] | None, image_root: Path | None) -> list[Sample]:
+def read_list_file(
+    path: str | os.PathLike,
+    class_names: list[str] | None,
+    image_root: Path | None,
+    allow_outside_root: bool = False,
+) -> list[Sample]:
     """``<image path> <label>`` per line; the label is a class index or a class name (the last field).
 
     Relative image paths are taken against ``image_root`` (``data.root``) if set, else the list file's folder.
+    A list file may come from a stranger: an image path that resolves outside that folder (``../``,
+    an absolute path, a symlink) is refused unless ``allow_outside_root``.
     """
     path = Path(path)
     base = image_root or path.parent
+    base_resolved = Path(os.path.realpath(base))
     samples: list[Sample] = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         line = line.strip()
@@ -67,7 +75,13 @@ def read_list_file(path: str | os.PathLike, class_names: list[str] | None, image
         file, label_text = parts
         label = _parse_label(label_text, class_names, f"{str(path)!r} line {number}")
         image = Path(file).expanduser()
-        samples.append(Sample(str(image if image.is_absolute() else base / image), label))
+        image = image if image.is_absolute() else base / image
+        if not allow_outside_root and not Path(os.path.realpath(image)).is_relative_to(base_resolved):
+            raise DataError(
+                f"{str(path)!r} line {number}: image path {file!r} resolves outside the dataset root "
+                f"{str(base_resolved)!r}; fix the list, or set data.allow_paths_outside_root=true if you trust it"
+            )
+        samples.append(Sample(str(image), label))
     if not samples:
         raise DataError(f"list file {str(path)!r} holds no samples; write one '<image path> <label>' per line")
     return samples
@@ -100,9 +114,11 @@ class FolderDataModule(ImageClassificationDataModule):
         val_list: str | None = None,
         test_list: str | None = None,
         class_names_file: str | None = None,
+        allow_paths_outside_root: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.allow_paths_outside_root = bool(allow_paths_outside_root)
         if not root and not train_list:
             raise DataError(
                 "data.root (a folder holding one subfolder per class) or data.train_list "
@@ -128,7 +144,9 @@ class FolderDataModule(ImageClassificationDataModule):
     def _index_from_lists(self, names: list[str] | None) -> DatasetIndex:
         image_root = self.resolve(self.root) if self.root else None
         splits = {
-            split: read_list_file(self.resolve(path, f"data.{split}_list"), names, image_root)
+            split: read_list_file(
+                self.resolve(path, f"data.{split}_list"), names, image_root, self.allow_paths_outside_root
+            )
             for split, path in self.lists.items()
             if path
         }

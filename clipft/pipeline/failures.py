@@ -57,11 +57,16 @@ def explain_failure(exc: BaseException, cfg: DictConfig) -> ClipftError | None:
     if is_out_of_memory(exc):
         return OutOfMemory(oom_message(cfg))
     if _is_sigterm(exc):
-        ckpt = Path(str(OmegaConf.select(cfg, "paths.output_dir", default="."))) / "checkpoints" / "last.ckpt"
-        saved = f"saved {ckpt}" if ckpt.is_file() else "no checkpoint could be saved"
+        folder = Path(str(OmegaConf.select(cfg, "paths.output_dir", default="."))) / "checkpoints"
+        last, interrupted = folder / "last.ckpt", folder / "interrupted.ckpt"
+        saved = f"saved {interrupted}" if interrupted.is_file() else "no checkpoint could be saved"
+        resume = (
+            f"rerun the same command with ckpt_path=last to resume exactly from the last completed epoch ({last})"
+            if last.is_file()
+            else "no epoch had finished, so rerun the same command to start over"
+        )
         return RunInterrupted(
-            f"interrupted by SIGTERM: {saved}; resume by rerunning the same command with ckpt_path=last "
-            f"(or ckpt_path={ckpt})"
+            f"interrupted by SIGTERM: {saved}; {resume}; or ckpt_path={interrupted} to continue mid-epoch"
         )
     return None
 
