@@ -82,6 +82,17 @@ def test_cli_errors_are_one_clear_line(colour_run, tmp_path, capsys):
     (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
     assert predict.main(["--ckpt", str(tmp_path / "bad.ckpt"), str(img)]) == 1
     assert "cannot be loaded safely" in capsys.readouterr().err
+    torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")  # loads safely, but is no clipft checkpoint
+    assert predict.main(["--ckpt", str(tmp_path / "foreign.ckpt"), str(img)]) == 1
+    assert "not a clipft checkpoint" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert predict.main(["--ckpt", str(colour_run["ckpt"]), str(tmp_path / "notes.txt")]) == 1
+    err = capsys.readouterr().err
+    assert "notes.txt" in err and "Traceback" not in err
+    (tmp_path / "empty").mkdir()
+    assert predict.main(["--ckpt", str(colour_run["ckpt"]), str(tmp_path / "empty")]) == 1
+    err = capsys.readouterr().err
+    assert "empty" in err and "Traceback" not in err
 
 
 def test_ask_needs_a_text_tower():
