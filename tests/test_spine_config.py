@@ -55,3 +55,16 @@ def test_precision_auto_is_fp32_on_cpu():
 
     assert resolve_precision("auto", "cpu") == "32-true"
     assert resolve_precision("bf16-mixed", "gpu") == "bf16-mixed"
+
+
+def test_constructor_errors_surface_as_clipft_errors_not_hydra_wrappers(tmp_path):
+    """A bad value only the datamodule / module constructor can judge is still one clear ConfigError."""
+    from clipft.errors import ConfigError
+    from clipft.pipeline.building import build_datamodule, build_model
+
+    cfg = compose(["data=traffic_signs", f"data.root={tmp_path}", "data.dedupe=yes"], root=tmp_path)
+    with pytest.raises(ConfigError, match="data.dedupe"):
+        build_datamodule(cfg)
+    cfg = compose(["model.contrastive_target=nope"], root=tmp_path)
+    with pytest.raises(ConfigError, match="contrastive_target"):
+        build_model(cfg, ["a", "b"])

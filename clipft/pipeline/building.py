@@ -31,24 +31,31 @@ def resolve_precision(precision: Any, accelerator: str | None = None) -> Any:
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
 
-def build_datamodule(cfg: DictConfig):
-    from hydra.utils import instantiate
+def instantiate_node(config: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, but a ClipftError raised by the object's constructor surfaces as itself.
 
-    return instantiate(cfg.data, _convert_="all")
-
-
-def build_model(cfg: DictConfig, class_names: list[str]):
+    Hydra wraps constructor exceptions in ``InstantiationException``; the framework's own errors
+    (a bad ``data.dedupe``, a missing folder, a bad loss weight) must stay one clear line.
+    """
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     from clipft.errors import ClipftError
 
     try:
-        return instantiate(to_plain(cfg.model), class_names=list(class_names), _recursive_=False, _convert_="all")
-    except InstantiationException as exc:  # Hydra wraps the module's own ConfigError: show that one line
+        return instantiate(config, **kwargs)
+    except InstantiationException as exc:
         if isinstance(exc.__cause__, ClipftError):
             raise exc.__cause__ from None
         raise
+
+
+def build_datamodule(cfg: DictConfig):
+    return instantiate_node(cfg.data, _convert_="all")
+
+
+def build_model(cfg: DictConfig, class_names: list[str]):
+    return instantiate_node(to_plain(cfg.model), class_names=list(class_names), _recursive_=False, _convert_="all")
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Any]:
