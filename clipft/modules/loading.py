@@ -8,21 +8,10 @@ from typing import Any
 import torch
 
 from clipft.errors import CheckpointError
+from clipft.utils.checkpoint_io import read_checkpoint
 from clipft.utils.instantiate import locate
 
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is reported the same way
-        raise CheckpointError(
-            f"{str(path)!r} cannot be loaded safely as a checkpoint (torch.load weights_only=True): {exc}. "
-            "If it is not a clipft checkpoint, pass the right file; if you trust its source, load it "
-            "yourself with torch.load(weights_only=False)."
-        ) from exc
+__all__ = ["load_module", "read_checkpoint"]
 
 
 def load_module(path: str | Path, map_location: str | torch.device = "cpu", **overrides: Any):

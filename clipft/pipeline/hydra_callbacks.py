@@ -9,7 +9,6 @@ exits non-zero at the end when any job failed.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import traceback
@@ -22,7 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from clipft.errors import ClipftError
-from clipft.utils.io import atomic_write_json
+from clipft.utils.io import append_json_line, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +38,7 @@ class JobStatusRecorder(Callback):
             atomic_write_json(Path(record["output_dir"]) / STATUS_NAME, record)
             if record["status"] == "FAILED" and config.hydra.get("mode") == RunMode.MULTIRUN:
                 sweep_dir = Path(str(config.hydra.sweep.dir))
-                with open(sweep_dir / FAILURES_NAME, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps({k: v for k, v in record.items() if k != "traceback"}) + "\n")
+                append_json_line(sweep_dir / FAILURES_NAME, {k: v for k, v in record.items() if k != "traceback"})
                 log.error("job %s failed (%s); the sweep goes on", record["job"], record["error"])
         except Exception as exc:  # noqa: BLE001 - recording must never break the sweep itself
             log.warning("could not record the job status: %s", exc)

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from clipft.errors import CheckpointError, ConfigError
 from clipft.modules.loading import read_checkpoint
 from clipft.pipeline.launch import is_global_zero_process
-from clipft.utils.io import atomic_write_json
+from clipft.utils.io import append_json_line, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def prepare_run_dir(cfg: DictConfig, task: str = "train") -> Path:
         if original is not None and original.resolve() != output_dir.resolve():
             record = {"continues": str(original), "ckpt_path": str(resume_from), "time": time.time()}
             atomic_write_json(output_dir / "resumed.json", record)
-            _append_line(original / "resumes.jsonl", {**record, "log_dir": str(output_dir)})
+            append_json_line(original / "resumes.jsonl", {**record, "log_dir": str(output_dir)})
             OmegaConf.update(cfg, "paths.output_dir", str(original), merge=False)
             output_dir = original
             keep_csv_history(original)
@@ -178,7 +178,3 @@ def keep_csv_history(run_dir: Path) -> None:
             n += 1
         csv.rename(csv.parent / f"metrics.part{n}.csv")
 
-
-def _append_line(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")

@@ -37,25 +37,31 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write_bytes(Path(path), buffer.getbuffer())
 
     def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
-        if weights_only is None:
-            weights_only = True
-        if "://" not in str(path) and not Path(path).is_file():
-            raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-        try:
-            return super().load_checkpoint(path, map_location=map_location or "cpu", weights_only=weights_only)
-        except CheckpointError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - truncated files and unsafe pickles are reported alike
-            unsafe = "weights_only" in str(exc) or "WeightsUnpickler" in str(exc)
-            raise CheckpointError(
-                f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-                + (
-                    "; it holds objects that need unsafe unpickling (torch.load weights_only=False): "
-                    "only do that for files from a source you trust"
-                    if unsafe
-                    else "; the file may be truncated or not a checkpoint: use another checkpoint (e.g. best.ckpt)"
-                )
-            ) from exc
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        return read_checkpoint(path, map_location or "cpu", True if weights_only is None else weights_only)
+
+
+def read_checkpoint(path: str | Path, map_location: Any = "cpu", weights_only: bool = True) -> dict[str, Any]:
+    """The one safe reader of local checkpoints (Lightning's restore, ``load_module``, resume, warm start)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=weights_only)
+    except Exception as exc:  # noqa: BLE001 - truncated files and unsafe pickles are reported alike
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        unsafe = "Unsupported global" in str(exc)
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} cannot be read: it cannot be loaded safely with torch.load(weights_only=True) "
+            f"({type(exc).__name__}: {detail})"
+            + (
+                "; it holds objects that need unsafe unpickling (torch.load weights_only=False): "
+                "only do that for files from a source you trust"
+                if unsafe
+                else "; the file may be truncated or not a checkpoint: use another checkpoint (e.g. best.ckpt)"
+            )
+        ) from exc
 
 
 def with_atomic_checkpoint_io(plugins: Any = None) -> list[Any]:

@@ -51,3 +51,9 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def append_json_line(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Append one JSON record to a ``.jsonl`` log (one line per event; readers skip a torn last line)."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, default=_json_default) + "\n")
