@@ -127,6 +127,8 @@ def describe_split(data_cfg: dict[str, Any], split_report: dict[str, Any]) -> st
     if dedupe is None:
         dedupe = (split_report.get("dedupe") or {}).get("mode") if isinstance(split_report.get("dedupe"), dict) else None
     kind = DEDUPE_NAMES.get(str(dedupe), "random") if dedupe is not None else "random"
+    if data_cfg.get("group_tracks"):
+        kind = {"dup-grouped": "track+dup-grouped", "random": "track-grouped"}.get(kind, f"{kind}, track-grouped")
     val = data_cfg.get("val_fraction")
     text = kind if val is None else f"{kind} {round(100 * (1 - float(val)))}/{round(100 * float(val))}"
     test_view = data_cfg.get("test_view")

@@ -46,14 +46,17 @@ def make_traffic_signs(
     return root
 
 
-def make_gtsrb(root: Path, per_class: int = 3, num_classes: int = 43, test_per_class: int = 1) -> Path:
-    """torchvision's GTSRB layout: gtsrb/GTSRB/Training/000NN/*.ppm, Final_Test/Images + GT-final_test.csv."""
+def make_gtsrb(
+    root: Path, per_class: int = 3, num_classes: int = 43, test_per_class: int = 1, per_track: int = 1
+) -> Path:
+    """torchvision's GTSRB layout: gtsrb/GTSRB/Training/000NN/TTTTT_FFFFF.ppm (``per_track`` frames a
+    track), Final_Test/Images + GT-final_test.csv."""
     base = root / "gtsrb"
     rows = ["Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"]
     n = 0
     for c in range(num_classes):
         for i in range(per_class):
-            path = base / "GTSRB" / "Training" / f"{c:05d}" / f"00000_{i:05d}.ppm"
+            path = base / "GTSRB" / "Training" / f"{c:05d}" / f"{i // per_track:05d}_{i % per_track:05d}.ppm"
             write_png(path, seed=1000 + 10 * c + i)
         for _ in range(test_per_class):
             name = f"{n:05d}.ppm"

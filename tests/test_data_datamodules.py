@@ -89,6 +89,36 @@ def test_gtsrb_official_splits_and_names(tmp_path):
     assert images.shape[1:] == (3, 16, 16) and images.dtype == torch.float32
 
 
+def test_gtsrb_val_is_held_out_by_track(tmp_path):
+    # 2 classes x 4 tracks x 3 frames: frames of one physical sign never straddle train and val
+    root = make_gtsrb(tmp_path / "g", per_class=12, num_classes=2, test_per_class=1, per_track=3)
+    dm = GTSRBDataModule(root=str(root), cache_dir=str(tmp_path / "cache"), image_size=16,
+                         test_view="all", val_fraction=0.25)
+    dm.setup()
+
+    def tracks(samples):
+        return {(s.label, Path(s.path).name.split("_")[0]) for s in samples}
+
+    assert dm.split_report["val_class_counts"][:2] == [3, 3]  # one whole track per class
+    assert not tracks(dm.train_samples) & tracks(dm.val_samples)
+
+    per_image = GTSRBDataModule(root=str(root), cache_dir=str(tmp_path / "cache"), image_size=16,
+                                test_view="all", val_fraction=0.25, group_tracks=False)
+    per_image.setup()
+    assert tracks(per_image.train_samples) & tracks(per_image.val_samples)  # the usual leaky hold-out
+
+
+def test_merge_groups_joins_samples_linked_by_any_key():
+    from clipft.data.splits import merge_groups
+
+    tracks = ["t1", "t1", "t2", "t3", "t3"]
+    copies = ["a", "b", "b", "c", "d"]  # a copy links track t1 and t2
+    groups = merge_groups(tracks, copies)
+    assert groups[0] == groups[1] == groups[2] and groups[3] == groups[4] and groups[0] != groups[3]
+    assert merge_groups(None, None) is None
+    assert merge_groups(tracks, None) == [0, 0, 1, 2, 2]
+
+
 def test_folder_tree_and_list_files(tmp_path):
     for c in ("cat", "dog"):
         for i in range(4):

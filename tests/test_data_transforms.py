@@ -71,3 +71,46 @@ def test_dataset_normalization_is_taken_from_the_train_split(tmp_path):
                              val_fraction=0.0, test_fraction=0.0)
     again.setup()  # served from the stats cache
     assert again.mean == expected_mean
+
+
+def test_random_downscale_softens_fine_detail_and_keeps_the_size():
+    from clipft.data.transforms import RandomDownscale
+
+    checker = (torch.arange(32).view(1, 32) + torch.arange(32).view(32, 1)) % 2 * 255
+    image = checker.to(torch.uint8).expand(3, 32, 32).contiguous()
+    torch.manual_seed(0)
+    outs = [RandomDownscale(min_scale=0.25, p=1.0)(image) for _ in range(20)]
+    assert all(out.shape == image.shape and out.dtype == torch.uint8 for out in outs)
+    # a 1-px checkerboard does not survive a trip through a smaller size: it blurs towards grey
+    mean_std = sum(out.float().std() for out in outs) / len(outs)
+    assert mean_std < 0.5 * image.float().std()
+    assert torch.equal(RandomDownscale(min_scale=0.25, p=0.0)(image), image)
+
+
+def test_random_downscale_rejects_bad_options():
+    from clipft.data.transforms import RandomDownscale
+
+    with pytest.raises(ConfigError, match="downscale"):
+        RandomDownscale(min_scale=1.5)
+    with pytest.raises(ConfigError, match="downscale_p"):
+        RandomDownscale(min_scale=0.5, p=2.0)
+
+
+def test_sign_train_downscale_option_adds_the_step():
+    from clipft.data.transforms import RandomDownscale
+
+    plain = build_transform("sign_train", 16, MEAN, STD)
+    with_downscale = build_transform("sign_train", 16, MEAN, STD, downscale=0.3, downscale_p=0.4)
+    assert not any(isinstance(t, RandomDownscale) for t in plain.transforms)
+    step = next(t for t in with_downscale.transforms if isinstance(t, RandomDownscale))
+    assert (step.min_scale, step.p) == (0.3, 0.4)
+
+
+def test_options_a_preset_ignores_are_named_in_a_warning(caplog):
+    with caplog.at_level("WARNING", logger="clipft.data.transforms"):
+        build_transform("sign_train", 16, MEAN, STD, rotation=5, downscal=0.3)
+    assert "['downscal'] are ignored by the 'sign_train' preset" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="clipft.data.transforms"):
+        build_transform("trivialaugment", 16, MEAN, STD, rotation=5)
+    assert "['rotation']" in caplog.text and "'trivialaugment'" in caplog.text

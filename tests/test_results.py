@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from clipft.errors import DataError
-from clipft.results import collect, main, rank, run_row, to_markdown, varying_overrides
+from clipft.results import collect, describe_split, main, rank, run_row, to_markdown, varying_overrides
 
 
 def make_run(
@@ -58,6 +58,14 @@ def test_grouped_split_is_named_differently_from_random(tmp_path):
     random_ = run_row(make_run(tmp_path / "b", dedupe="none"))
     assert grouped["split"].startswith("dup-grouped 90/10")
     assert random_["split"].startswith("random 90/10")
+
+
+@pytest.mark.parametrize(
+    ("dedupe", "expected"),
+    [("group", "track+dup-grouped 90/10"), ("none", "track-grouped 90/10"), ("drop", "deduped, track-grouped 90/10")],
+)
+def test_track_grouped_split_is_named(dedupe, expected):
+    assert describe_split({"dedupe": dedupe, "val_fraction": 0.1, "group_tracks": True}, {}) == expected
 
 
 def test_collect_finds_nested_runs_and_keeps_unfinished_ones(tmp_path):

@@ -28,7 +28,7 @@ from clipft.data.dedupe import DEDUPE_MODES, TEST_VIEWS, apply_dedupe
 from clipft.data.fingerprints import FingerprintIndex
 from clipft.data.images import load_rgb
 from clipft.data.paths import default_cache_dir, resolve_path
-from clipft.data.splits import stratified_group_split
+from clipft.data.splits import merge_groups, stratified_group_split
 from clipft.data.stats import class_balance, compute_mean_std
 from clipft.data.transforms import build_transform
 from clipft.errors import ConfigError, DataError
@@ -58,6 +58,9 @@ class DatasetIndex:
     train_pool: list[Sample]
     test: list[Sample] | None = None
     val: list[Sample] | None = None  # given: used as is instead of a hold-out of the pool
+    # samples that must share a split, one key per train_pool sample (GTSRB: the 30-frame track
+    # of one physical sign); merged with the pixel-copy groups of data.dedupe
+    pool_groups: list[str] | None = None
 
 
 class ImageDataset(Dataset):
@@ -206,8 +209,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
             raise DataError(f"{type(self).__name__}: the dataset has no training images")
         names = index.class_names
         pool, val, test = list(index.train_pool), index.val, index.test
+        source_group = dict(zip(index.train_pool, index.pool_groups)) if index.pool_groups is not None else None
         duplicates: dict[str, Any] = {"mode": self.dedupe, "checked": False}
-        groups: list[str] | None = None
+        groups: list[Any] | None = None
         if self._needs_scan(test):
             fingerprints = self._fingerprints([*pool, *(val or []), *(test or [])])
             pool, val, test = (self._drop_bad(x, fingerprints) if x is not None else None for x in (pool, val, test))
@@ -217,6 +221,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
             pool, test, groups = result.pool, result.test, result.groups
             duplicates = {**result.report, "checked": True}
             self._log_duplicates(duplicates)
+        if source_group is not None:
+            groups = merge_groups([source_group[s] for s in pool], groups)
 
         unsplittable: set[int] = set()
         if test is None:

@@ -1,18 +1,25 @@
 """GTSRB (German Traffic Sign Recognition Benchmark) through ``torchvision.datasets.GTSRB``.
 
 43 classes, the official train and test splits; validation is a seeded stratified hold-out of
-train. ``download=true`` uses torchvision's downloader; ``false`` reads an existing root laid out
+train, by track: GTSRB's training images come in tracks of 30 frames of one physical sign
+(``000NN/TTTTT_FFFFF.ppm``), and a random hold-out would put frames of a validation sign in
+train (``group_tracks=false`` restores the per-image hold-out). ``download=true`` uses torchvision's downloader; ``false`` reads an existing root laid out
 as torchvision leaves it (``root/gtsrb/GTSRB/Training/000NN/*.ppm``,
 ``root/gtsrb/GTSRB/Final_Test/Images/*.ppm``, ``root/gtsrb/GT-final_test.csv``).
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
 from clipft.data.base import DatasetIndex, ImageClassificationDataModule, Sample
 from clipft.errors import DataError
+
+log = logging.getLogger(__name__)
+TRACK_FILE = re.compile(r"^(\d+)_\d+\.\w+$")  # TTTTT_FFFFF.ppm: track, frame
 
 GTSRB_CLASSES = [
     "Speed limit (20km/h)",
@@ -73,10 +80,11 @@ def expected_paths(root: Path) -> dict[str, Path]:
 class GTSRBDataModule(ImageClassificationDataModule):
     """GTSRB with official train/test; ``download`` fetches it with torchvision (needs internet)."""
 
-    def __init__(self, root: str, download: bool = False, **kwargs: Any) -> None:
+    def __init__(self, root: str, download: bool = False, group_tracks: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.root = root
         self.download = bool(download)
+        self.group_tracks = bool(group_tracks)
 
     def prepare_data(self) -> None:
         if self.download:
@@ -122,4 +130,22 @@ class GTSRBDataModule(ImageClassificationDataModule):
                 raise DataError(f"GTSRB {split} split under {str(root)!r} has labels {bad} outside 0..42")
             if not splits[split]:
                 raise DataError(f"GTSRB {split} split under {str(root)!r} holds no images")
-        return DatasetIndex(class_names=list(GTSRB_CLASSES), train_pool=splits["train"], test=splits["test"])
+        groups = track_groups(splits["train"]) if self.group_tracks else None
+        return DatasetIndex(
+            class_names=list(GTSRB_CLASSES), train_pool=splits["train"], test=splits["test"], pool_groups=groups
+        )
+
+
+def track_groups(samples: list[Sample]) -> list[str] | None:
+    """``class/track`` per training image, or None (with a warning) when file names are not GTSRB's."""
+    groups = []
+    for sample in samples:
+        match = TRACK_FILE.match(Path(sample.path).name)
+        if match is None:
+            log.warning(
+                "GTSRB file %r is not named TRACK_FRAME.ppm: validation is held out per image, not per track",
+                sample.path,
+            )
+            return None
+        groups.append(f"{sample.label}/{match.group(1)}")
+    return groups

@@ -53,3 +53,33 @@ def stratified_group_split(
         for rank, g in enumerate(order):
             (held if rank < n_held else train).extend(class_groups[g])
     return SplitResult(sorted(train), sorted(held), unsplittable)
+
+
+def merge_groups(*keyings: Sequence[Hashable] | None) -> list[int] | None:
+    """One group id per sample such that samples sharing a key in *any* keying share a group.
+
+    E.g. GTSRB track ids and pixel-copy hashes: a copy of a frame drags its whole track along.
+    ``None`` keyings are skipped; with none left, ``None`` (every sample its own group).
+    """
+    given = [list(k) for k in keyings if k is not None]
+    if not given:
+        return None
+    n = len(given[0])
+    if any(len(k) != n for k in given):
+        raise ValueError("every keying needs one key per sample")
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for keys in given:
+        first: dict[Hashable, int] = {}
+        for i, key in enumerate(keys):
+            j = first.setdefault(key, i)
+            if j != i:
+                parent[find(i)] = find(j)
+    roots: dict[int, int] = {}
+    return [roots.setdefault(find(i), len(roots)) for i in range(n)]
