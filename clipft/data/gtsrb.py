@@ -3,8 +3,8 @@
 43 classes, the official train and test splits; validation is a seeded stratified hold-out of
 train, by track: GTSRB's training images come in tracks of 30 frames of one physical sign
 (``000NN/TTTTT_FFFFF.ppm``), and a random hold-out would put frames of a validation sign in
-train (``group_tracks=false`` restores the per-image hold-out). ``download=true`` uses torchvision's downloader; ``false`` reads an existing root laid out
-as torchvision leaves it (``root/gtsrb/GTSRB/Training/000NN/*.ppm``,
+train (``group_tracks=false`` restores the per-image hold-out). ``download=true`` uses
+torchvision's downloader; ``false`` reads an existing root laid out as torchvision leaves it (``root/gtsrb/GTSRB/Training/000NN/*.ppm``,
 ``root/gtsrb/GTSRB/Final_Test/Images/*.ppm``, ``root/gtsrb/GT-final_test.csv``).
 """
 
