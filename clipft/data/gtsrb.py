@@ -4,8 +4,9 @@
 train, by track: GTSRB's training images come in tracks of 30 frames of one physical sign
 (``000NN/TTTTT_FFFFF.ppm``), and a random hold-out would put frames of a validation sign in
 train (``group_tracks=false`` restores the per-image hold-out). ``download=true`` uses
-torchvision's downloader; ``false`` reads an existing root laid out as torchvision leaves it (``root/gtsrb/GTSRB/Training/000NN/*.ppm``,
-``root/gtsrb/GTSRB/Final_Test/Images/*.ppm``, ``root/gtsrb/GT-final_test.csv``).
+torchvision's downloader; ``false`` reads an existing root laid out as torchvision leaves it
+(``root/gtsrb/GTSRB/Training/000NN/*.ppm``, ``root/gtsrb/GTSRB/Final_Test/Images/*.ppm``,
+``root/gtsrb/GT-final_test.csv``).
 """
 
 from __future__ import annotations
