@@ -209,7 +209,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
             raise DataError(f"{type(self).__name__}: the dataset has no training images")
         names = index.class_names
         pool, val, test = list(index.train_pool), index.val, index.test
-        source_group = dict(zip(index.train_pool, index.pool_groups)) if index.pool_groups is not None else None
+        source_group = (
+            dict(zip(index.train_pool, index.pool_groups, strict=True)) if index.pool_groups is not None else None
+        )
         duplicates: dict[str, Any] = {"mode": self.dedupe, "checked": False}
         groups: list[Any] | None = None
         if self._needs_scan(test):
