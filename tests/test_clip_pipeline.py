@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,6 +44,14 @@ def test_zeroshot_eval_scores_each_template_set_like_a_single_run(tmp_path, tiny
     single = evaluate([*model, "prompts@model.prompts=blurry"], tmp_path / "b")
     assert single["summary"]["test_accuracy"] == pytest.approx(sweep["zeroshot"]["blurry"]["accuracy"])
     assert single["summary"]["test_ece"] == pytest.approx(sweep["zeroshot"]["blurry"]["ece"], abs=1e-6)
+
+
+def test_plots_false_skips_the_figures_of_a_training_run(tmp_path):
+    metrics = train(["plots=false"], tmp_path)  # the default draws them: tests/test_reports_run.py
+    run_dir = Path(metrics["run"]["output_dir"])
+    assert metrics["artefacts"] == {"errors": "errors.csv"} and (run_dir / "errors.csv").is_file()
+    assert not (run_dir / "plots").exists()
+    assert json.loads((run_dir / "metrics.json").read_text())["summary"]["test_accuracy"] is not None
 
 
 def test_eval_without_checkpoint_or_model_says_what_to_pass(tmp_path):

@@ -83,6 +83,24 @@ def test_every_artefact_written_and_parses(tmp_path):
     json.dumps(out)  # still JSON-serialisable for metrics.json
 
 
+def test_plots_false_writes_errors_and_history_but_no_figures(tmp_path):
+    names = [f"c{i}" for i in range(4)]
+    probs, targets = fixed_predictions(4, 16)
+    model = FakeCLIPRun(probs, targets, torch.nn.functional.normalize(torch.randn(4, 8), dim=-1))
+    samples = [Sample(f"{i}.png", int(t)) for i, t in enumerate(targets)]
+    datamodule = SimpleNamespace(class_names=names, test_samples=samples)
+    trainer = SimpleNamespace(loggers=[csv_logger_with_history(tmp_path)])
+    metrics = {"test": classification_report(probs, targets, names)}
+
+    out = write_run_artefacts(tmp_path, model, datamodule, metrics, trainer, plots=False)
+
+    assert out["artefacts"] == {"errors": "errors.csv"} and "artefacts_failed" not in out
+    assert not (tmp_path / "plots").exists()
+    assert [h["epoch"] for h in out["history"]] == [0, 1]
+    with open(tmp_path / "errors.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == int((probs.argmax(-1) != targets).sum())
+
+
 def test_models_without_text_head_skip_similarity_and_missing_history(tmp_path):
     probs, targets = fixed_predictions(3, 9)
     model = SimpleNamespace(test_outputs={"probs": probs, "targets": targets})

@@ -71,13 +71,15 @@ def write_run_artefacts(
     trainer: Any = None,
     calibration: dict[str, Any] | None = None,
     gradcam_n: int = 0,
+    plots: bool = True,
 ) -> dict[str, Any]:
     """Write plots + ``errors.csv`` under ``output_dir``; return ``metrics`` with history/artefact entries added.
 
     ``calibration`` is :func:`clipft.evaluation.calibration.calibration_report` (adds the scaled curve to
-    ``reliability.png``); ``gradcam_n > 0`` also writes ``plots/gradcam_grid.png``.
+    ``reliability.png``); ``gradcam_n > 0`` also writes ``plots/gradcam_grid.png``. ``plots=False``
+    skips the summary figures (1-5 s a run, e.g. in sweeps); an asked-for Grad-CAM grid is still drawn.
     """
-    from clipft.evaluation import plots
+    from clipft.evaluation import plots as plotting
     from clipft.evaluation.wandb_media import log_to_wandb_loggers
 
     output_dir = Path(output_dir)
@@ -97,6 +99,8 @@ def write_run_artefacts(
 
     def attempt(name: str, make: Callable[..., Path | None], *args: Any, path: Path | None = None) -> None:
         """``make(*args, path)`` with path ``plots/<name>.png`` unless given; failures are recorded, not raised."""
+        if path is None and not plots:
+            return
         try:
             written_path = make(*args, path or plot_dir / f"{name}.png")
         except Exception as exc:  # noqa: BLE001 - a figure bug must not lose the run's metrics
@@ -107,12 +111,12 @@ def write_run_artefacts(
             written[name] = Path(written_path)
 
     if report:
-        attempt("confusion_matrix", plots.plot_confusion_matrix, report["confusion_matrix"], class_names)
-        attempt("per_class_acc", plots.plot_per_class_accuracy, report["per_class"])
-        attempt("metrics_summary", plots.plot_metrics_summary, summary_values(metrics))
+        attempt("confusion_matrix", plotting.plot_confusion_matrix, report["confusion_matrix"], class_names)
+        attempt("per_class_acc", plotting.plot_per_class_accuracy, report["per_class"])
+        attempt("metrics_summary", plotting.plot_metrics_summary, summary_values(metrics))
     if "probs" in outputs:
         probs, targets = outputs["probs"].float(), outputs["targets"].long()
-        attempt("reliability", plots.plot_reliability, _reliability_curves(probs, targets, report, calibration))
+        attempt("reliability", plotting.plot_reliability, _reliability_curves(probs, targets, report, calibration))
         samples = list(getattr(datamodule, "test_samples", []) or [])
         paths = [s.path for s in samples]
         if len(samples) == len(targets):
@@ -122,17 +126,19 @@ def write_run_artefacts(
                 from clipft.evaluation.gradcam import save_gradcam_grid
 
                 attempt("gradcam_grid", lambda path: save_gradcam_grid(
-                    model, paths, probs, targets, class_names, path, gradcam_n))
+                    model, paths, probs, targets, class_names, path, gradcam_n), path=plot_dir / "gradcam_grid.png")
         else:
             failed["errors"] = f"{len(samples)} test samples but {len(targets)} predictions: cannot name the files"
+    similarity = None
     try:
-        similarity = class_text_similarity(model)
+        if plots:  # only the figure uses it, and it encodes every class prompt
+            similarity = class_text_similarity(model)
     except Exception as exc:  # noqa: BLE001
-        similarity, failed["class_similarity"] = None, f"{type(exc).__name__}: {exc}"
+        failed["class_similarity"] = f"{type(exc).__name__}: {exc}"
     if similarity is not None:
-        attempt("class_similarity", plots.plot_class_similarity, similarity.numpy(), class_names)
+        attempt("class_similarity", plotting.plot_class_similarity, similarity.numpy(), class_names)
     if history:
-        attempt("training_curves", plots.plot_training_curves, history)
+        attempt("training_curves", plotting.plot_training_curves, history)
 
     metrics["artefacts"] = {name: str(path.relative_to(output_dir)) for name, path in written.items()}
     if failed:

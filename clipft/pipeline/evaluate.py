@@ -66,7 +66,8 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
         metrics["summary"]["test_ece_calibrated"] = calibration["test"]["ece_after"]
         metrics["summary"]["temperature"] = calibration["temperature"]
     gradcam_n = int((cfg.get("gradcam") or {}).get("n", 0) or 0)
-    metrics = write_run_artefacts(output_dir, model, datamodule, metrics, trainer, calibration, gradcam_n)
+    plots = bool(cfg.get("plots", True))
+    metrics = write_run_artefacts(output_dir, model, datamodule, metrics, trainer, calibration, gradcam_n, plots)
     atomic_write_json(output_dir / "metrics.json", metrics)
     log.info("test accuracy %.4f, macro-F1 %.4f, ECE %.4f", report["accuracy"], report["macro_f1"], report["ece"])
     if calibration:

@@ -90,7 +90,8 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     metrics["config"] = to_plain(cfg)
     if not trainer.is_global_zero:
         return metrics  # DDP child rank: rank 0 writes the run's files
-    metrics = write_run_artefacts(output_dir, model, datamodule, metrics, trainer)  # history, plots/, errors.csv
+    # history, plots/ (unless plots=false), errors.csv
+    metrics = write_run_artefacts(output_dir, model, datamodule, metrics, trainer, plots=bool(cfg.get("plots", True)))
     atomic_write_json(output_dir / "metrics.json", metrics)
     log.info("metrics written to %s", output_dir / "metrics.json")
     return metrics
