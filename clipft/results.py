@@ -34,6 +34,7 @@ COLUMNS: dict[str, str] = {
     "model": "model",
     "data": "data",
     "split": "split",
+    "image_size": "px",
     "n_train": "train",
     "n_val": "val",
     "n_test": "test",
@@ -46,7 +47,7 @@ COLUMNS: dict[str, str] = {
     "status": "status",
 }
 PERCENT_COLUMNS = ("val_acc", "test_acc", "test_macro_f1")
-INTEGER_COLUMNS = ("rank", "n_train", "n_val", "n_test", "epochs")
+INTEGER_COLUMNS = ("rank", "image_size", "n_train", "n_val", "n_test", "epochs")
 TEXT_HEADERS = ("method", "model", "data", "split", "status", "overrides", "run_dir")
 DEDUPE_NAMES = {"none": "random", "group": "dup-grouped", "drop": "deduped"}
 
@@ -157,6 +158,7 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
         "model": model_name,
         "data": choices.get("data") or _data_name(data_cfg),
         "split": describe_split(data_cfg, split_report),
+        "image_size": input_size(config),
         "n_train": split_report.get("train"),
         "n_val": split_report.get("val"),
         "n_test": split_report.get("test"),
@@ -178,6 +180,13 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
         if failure:
             row["error"] = str(failure.get("error") or "unknown error")
     return row
+
+
+def input_size(config: dict[str, Any]) -> int | None:
+    """The side the images were resized to: ``data.image_size``, else ``model.image_size`` (CNNs);
+    None when the model's own processor decides (CLIP checkpoints)."""
+    size = (config.get("data") or {}).get("image_size") or (config.get("model") or {}).get("image_size")
+    return int(size) if isinstance(size, (int, float)) and not isinstance(size, bool) else None
 
 
 def _data_name(data_cfg: dict[str, Any]) -> str | None:

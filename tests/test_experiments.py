@@ -130,6 +130,7 @@ def test_gtsrb_mobilenet_warms_up_the_head_then_fine_tunes_with_onecycle():
     assert cfg.data._target_.endswith("GTSRBDataModule") and cfg.model.backbone.name == "mobilenet_v2"
     assert cfg.model.finetuning.head_epochs >= 1 and cfg.model.finetuning.unfreeze_blocks == "all"
     assert cfg.model.scheduler.name == "onecycle"
+    assert cfg.model.image_size == 128  # the resolution docs/results.md measured, chosen on val
 
 
 def test_zeroshot_ensemble_has_two_models_and_several_template_sets():

@@ -68,6 +68,23 @@ def test_track_grouped_split_is_named(dedupe, expected):
     assert describe_split({"dedupe": dedupe, "val_fraction": 0.1, "group_tracks": True}, {}) == expected
 
 
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [({"model": {"image_size": 128}}, 128), ({"data": {"image_size": 96}, "model": {"image_size": 224}}, 96),
+     ({"model": {"clip": {"name_or_path": "x"}}}, None)],
+)
+def test_input_size_column_is_the_size_the_datamodule_resized_to(tmp_path, config, expected):
+    from clipft.results import input_size
+
+    assert input_size(config) == expected
+    run = make_run(tmp_path / "run")
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["config"] = {**metrics["config"], **config}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    md = to_markdown(collect([run]), ["method", "image_size", "test_acc"])
+    assert md.strip().splitlines()[-1].split("|")[2].strip() == (str(expected) if expected else "-")
+
+
 def test_collect_finds_nested_runs_and_keeps_unfinished_ones(tmp_path):
     make_run(tmp_path / "multirun" / "s" / "0", val=0.5)
     make_run(tmp_path / "multirun" / "s" / "1", finished=False)
