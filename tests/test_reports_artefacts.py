@@ -48,13 +48,19 @@ def csv_logger_with_history(tmp_path: Path):
     return logger
 
 
-def test_every_artefact_written_and_parses(tmp_path):
-    names = [f"sign class {i}" for i in range(12)]
-    probs, targets = fixed_predictions(12, 96)
-    model = FakeCLIPRun(probs, targets, torch.nn.functional.normalize(torch.randn(12, 16), dim=-1))
+def fake_clip_test_run(tmp_path: Path, names: list[str], n: int):
+    """What write_run_artefacts is given after a CLIP test run: model, datamodule, trainer (+ the predictions)."""
+    probs, targets = fixed_predictions(len(names), n)
+    model = FakeCLIPRun(probs, targets, torch.nn.functional.normalize(torch.randn(len(names), 16), dim=-1))
     samples = [Sample(f"/data/test/{names[int(t)]}/{i:03d}.png", int(t)) for i, t in enumerate(targets)]
     datamodule = SimpleNamespace(class_names=names, test_samples=samples)
     trainer = SimpleNamespace(loggers=[csv_logger_with_history(tmp_path)])
+    return probs, targets, samples, model, datamodule, trainer
+
+
+def test_every_artefact_written_and_parses(tmp_path):
+    names = [f"sign class {i}" for i in range(12)]
+    probs, targets, samples, model, datamodule, trainer = fake_clip_test_run(tmp_path, names, 96)
     report = classification_report(probs, targets, names)
     calibration = calibration_report(probs, targets, probs, targets)
     metrics = {"summary": {"test_accuracy": report["accuracy"], "best_val_acc": 0.6}, "test": report}
@@ -85,11 +91,7 @@ def test_every_artefact_written_and_parses(tmp_path):
 
 def test_plots_false_writes_errors_and_history_but_no_figures(tmp_path):
     names = [f"c{i}" for i in range(4)]
-    probs, targets = fixed_predictions(4, 16)
-    model = FakeCLIPRun(probs, targets, torch.nn.functional.normalize(torch.randn(4, 8), dim=-1))
-    samples = [Sample(f"{i}.png", int(t)) for i, t in enumerate(targets)]
-    datamodule = SimpleNamespace(class_names=names, test_samples=samples)
-    trainer = SimpleNamespace(loggers=[csv_logger_with_history(tmp_path)])
+    probs, targets, _, model, datamodule, trainer = fake_clip_test_run(tmp_path, names, 16)
     metrics = {"test": classification_report(probs, targets, names)}
 
     out = write_run_artefacts(tmp_path, model, datamodule, metrics, trainer, plots=False)
