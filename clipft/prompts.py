@@ -20,7 +20,8 @@ from clipft.errors import ConfigError, DataError
 
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
 # What the contrastive loss encodes for a class at each step.
-TRAIN_PROMPT_MODES = ("first", "name", "random", "description")
+# ``per_image``: every image of the batch gets its own random caption of its class (alignment).
+TRAIN_PROMPT_MODES = ("first", "name", "random", "description", "per_image")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -131,6 +132,11 @@ class PromptSet:
         """Every prompt of each class: what the zero-shot head averages."""
         return [n + d for n, d in zip(self.named, self.described)]
 
+    def captions_for(self, labels: Sequence[int], rng: random.Random | None = None) -> list[str]:
+        """One random prompt of its class for every label (``train_prompt: per_image``)."""
+        rng = rng or random
+        return [rng.choice(self.per_class[int(label)]) for label in labels]
+
     def training_prompts(self, mode: str = "first", rng: random.Random | None = None) -> list[str]:
         """One prompt per class for a training step: ``first``/``name`` (first name prompt),
         ``description`` (a random description) or ``random`` (any of the class's prompts)."""
@@ -144,7 +150,7 @@ class PromptSet:
                     "(a class_descriptions/<dataset>.yaml file)"
                 )
             return [rng.choice(d) for d in self.described]
-        if mode == "random":
+        if mode in ("random", "per_image"):
             return [rng.choice(p) for p in self.per_class]
         raise ConfigError(f"model.prompts.train_prompt={mode!r} must be one of {list(TRAIN_PROMPT_MODES)}")
 

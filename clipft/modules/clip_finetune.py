@@ -204,16 +204,21 @@ class CLIPFineTune(ClassificationModule):
         images, labels = batch[0], batch[1]
         image = self.backbone.encode_image(images)
         scale = self.logit_scale()
-        needs_text = self.head is None or self.sim_weight > 0
-        text = self.training_text_features() if needs_text else None  # (classes, dim)
-        logits = self.head(image) if self.head is not None else scale * image @ text.t()
-        loss_cls = self.classification_loss(logits, labels)
-        loss_sim = (
+        per_image = self.train_prompt == "per_image" and not self.freeze_text_tower
+        needs_class_text = (self.head is None and self.cls_weight > 0) or (self.sim_weight > 0 and not per_image)
+        text = self.training_text_features() if needs_class_text else None  # (classes, dim)
+        if self.cls_weight > 0:
+            logits = self.head(image) if self.head is not None else scale * image @ text.t()
+            loss_cls = self.classification_loss(logits, labels)
+        else:
+            loss_cls = torch.zeros((), device=image.device)
+        if self.sim_weight > 0:
+            # per_image: each image is paired with its own caption (CLIP-style pretraining / alignment)
+            paired = self._caption_features(labels) if per_image else text[labels]
             # under DDP the negatives span the global batch (gathered with gradients)
-            contrastive_loss(*gather_with_grad(image, text[labels], labels), scale, self.contrastive_target)
-            if self.sim_weight > 0
-            else torch.zeros((), device=image.device)
-        )
+            loss_sim = contrastive_loss(*gather_with_grad(image, paired, labels), scale, self.contrastive_target)
+        else:
+            loss_sim = torch.zeros((), device=image.device)
         loss = self.sim_weight * loss_sim + self.cls_weight * loss_cls
         bs = len(labels)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
@@ -227,6 +232,11 @@ class CLIPFineTune(ClassificationModule):
                 batch_size=bs,
             )
         return loss
+
+    def _caption_features(self, labels: torch.Tensor) -> torch.Tensor:
+        """Encode one random caption of its class per image (not cached: the list changes every step)."""
+        captions = self.prompt_set.captions_for(labels.tolist(), self._rng)
+        return self.backbone.encode_text(**self.backbone.tokenize(captions, device=self.device))
 
     def _diagnostics_step(self) -> bool:
         trainer = self._trainer
