@@ -15,3 +15,7 @@ class DataError(ClipftError, ValueError):
 
 class CheckpointError(ClipftError, ValueError):
     """A checkpoint cannot be used here (wrong kind, mismatched classes, unsafe contents)."""
+
+
+class DiskFull(ClipftError, OSError):
+    """No space left where a file was being written (names the folder and the bytes it needed)."""

@@ -39,3 +39,33 @@ class FaultAt(L.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
         elif self.action == "sigterm":
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class KillInCheckpointWrite(L.Callback):
+    """SIGKILL the process inside the next atomic write after epoch ``epoch``'s training ends (the
+    checkpoint callbacks run after this one): the temp file is fully written but never renamed
+    over its target (``clipft.utils.io``), so ``last.ckpt`` stays at epoch ``epoch - 1``."""
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch != self.epoch:
+            return
+        import clipft.utils.io as io
+
+        def fsync_then_die(fd: int) -> None:
+            os.fsync(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        io.os = _OsWith(fsync=fsync_then_die)
+
+
+class _OsWith:
+    """``os`` with some functions replaced (only for the module that imports it)."""
+
+    def __init__(self, **replaced) -> None:
+        self._replaced = replaced
+
+    def __getattr__(self, name):
+        return self._replaced.get(name, getattr(os, name))

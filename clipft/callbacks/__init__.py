@@ -2,5 +2,6 @@
 
 from clipft.callbacks.ema import EMAWeights
 from clipft.callbacks.finetuning import TwoStageFinetuning
+from clipft.callbacks.safe_checkpoint import SafeModelCheckpoint
 
-__all__ = ["EMAWeights", "TwoStageFinetuning"]
+__all__ = ["EMAWeights", "SafeModelCheckpoint", "TwoStageFinetuning"]

@@ -20,7 +20,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from clipft.cli.common import add_model_args, load_model, print_json_lines, run_cli
+from clipft.cli.common import (
+    add_model_args,
+    check_model_args,
+    load_model,
+    print_json_lines,
+    report_skipped,
+    run_cli,
+    skip_list,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,11 +55,15 @@ def prompts_for(model: Any, texts: Sequence[str], raw: bool) -> list[list[str]]:
 
 
 def rank_images(model: Any, paths: Sequence[Path], queries: Sequence[str], top: int, raw: bool = False,
-                batch_size: int = 64) -> list[dict[str, Any]]:
-    """Per query: the ``top`` best-matching images by cosine similarity, best first."""
+                batch_size: int = 64, skipped: list[dict[str, str]] | None = None) -> list[dict[str, Any]]:
+    """Per query: the ``top`` best-matching images by cosine similarity, best first (``skipped``:
+    collect undecodable images there instead of stopping)."""
     from clipft.evaluation.inference import image_features, text_features
 
-    images = image_features(model, paths, batch_size)
+    images = image_features(model, paths, batch_size, skipped)
+    if skipped:
+        gone = {s["path"] for s in skipped}
+        paths = [p for p in paths if str(p) not in gone]
     texts = text_features(model, prompts_for(model, queries, raw))
     scores = texts @ images.t()  # queries x images
     k = min(top, len(paths))
@@ -123,10 +135,13 @@ def _main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"--image expects an image file, got {args.image!r}")
     if args.top < 1:
         raise ConfigError(f"--top must be at least 1, got {args.top}")
+    check_model_args(args)
     model = load_model(args)
     require_text_tower(model, "clipft-ask")
     if args.images:
-        rankings = rank_images(model, expand_image_paths([args.images]), texts, args.top, args.raw, args.batch_size)
+        skipped = skip_list(args)
+        rankings = rank_images(model, expand_image_paths([args.images]), texts, args.top, args.raw, args.batch_size, skipped)
+        report_skipped(skipped)
         print_json_lines(rankings) if args.json else print_rankings(rankings)
     else:
         result = classify_image(model, Path(args.image), texts, args.raw)

@@ -16,13 +16,52 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per line instead of a table")
+    parser.add_argument(
+        "--on-bad-image",
+        choices=("error", "skip"),
+        default="error",
+        help="an image that cannot be decoded: stop with its name (error, default) or leave it out and list it (skip)",
+    )
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="DANGEROUS: build whatever the checkpoint names, even outside clipft's registry (a crafted file can run "
+        "any code this way); only for files from a source you trust",
+    )
+
+
+def check_model_args(args: argparse.Namespace) -> None:
+    """Bad option values: one line naming the option, before the checkpoint is read."""
+    from clipft.errors import ConfigError
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    resolve_device(args.device)
 
 
 def resolve_device(name: str) -> str:
+    """``auto`` -> cuda if available, else cpu; an unavailable or unknown device is a one-line error."""
     import torch
+
+    from clipft.errors import ConfigError
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {name!r} is not a device name; use cpu, cuda, cuda:1, mps or auto") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: no CUDA GPU is available on this machine; use --device cpu (or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0..); pick one of them"
+            )
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"--device {name}: Apple MPS is not available here; use --device cpu (or auto)")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device {name}: clipft's CLIs run on cpu, cuda or mps")
     return name
 
 
@@ -30,7 +69,21 @@ def load_model(args: argparse.Namespace):
     """The checkpoint's module, rebuilt from its hyper-parameters alone (no training config needed)."""
     from clipft.modules.loading import load_module
 
-    return load_module(args.ckpt, map_location=resolve_device(args.device))
+    check_model_args(args)
+    return load_module(
+        args.ckpt, map_location=resolve_device(args.device), trust_checkpoint=bool(getattr(args, "trust_checkpoint", False))
+    )
+
+
+def skip_list(args: argparse.Namespace) -> list[dict[str, str]] | None:
+    """A list to collect undecodable images in with ``--on-bad-image skip``; None (raise) otherwise."""
+    return [] if getattr(args, "on_bad_image", "error") == "skip" else None
+
+
+def report_skipped(skipped: list[dict[str, str]] | None) -> None:
+    """One stderr line per left-out image, so a skip is never silent."""
+    for item in skipped or []:
+        sys.stderr.write(f"clipft: skipped {item['path']}: {item['error'].split(';')[0]}\n")
 
 
 def print_json_lines(records: Sequence[dict[str, Any]]) -> None:

@@ -14,7 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from clipft.cli.common import add_model_args, load_model, print_json_lines, run_cli
+from clipft.cli.common import (
+    add_model_args,
+    check_model_args,
+    load_model,
+    print_json_lines,
+    report_skipped,
+    run_cli,
+    skip_list,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,11 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def predict(model: Any, paths: Sequence[Path], topk: int, batch_size: int) -> list[dict[str, Any]]:
-    """One record per image: ``{"path", "label", "prob", "topk": [{"label", "prob"}, ...]}``."""
+def predict(
+    model: Any, paths: Sequence[Path], topk: int, batch_size: int, skipped: list[dict[str, str]] | None = None
+) -> list[dict[str, Any]]:
+    """One record per image: ``{"path", "label", "prob", "topk": [{"label", "prob"}, ...]}``.
+
+    ``skipped``: collect undecodable images there instead of stopping (``--on-bad-image skip``).
+    """
+    from clipft.errors import DataError
     from clipft.evaluation.inference import predict_probs
 
-    probs = predict_probs(model, paths, batch_size)
+    probs = predict_probs(model, paths, batch_size, skipped)
+    if skipped:
+        gone = {s["path"] for s in skipped}
+        paths = [p for p in paths if str(p) not in gone]
+        if not paths:
+            raise DataError(f"none of the {len(gone)} image(s) could be decoded (all skipped)")
     k = max(1, min(topk, probs.shape[1]))
     values, indices = probs.topk(k, dim=-1)
     records = []
@@ -89,9 +108,12 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
     if args.topk < 1:
         raise ConfigError(f"--topk must be at least 1, got {args.topk}")
+    check_model_args(args)
     paths = expand_image_paths(args.inputs)
     model = load_model(args)
-    records = predict(model, paths, args.topk, args.batch_size)
+    skipped = skip_list(args)
+    records = predict(model, paths, args.topk, args.batch_size, skipped)
+    report_skipped(skipped)
     if args.gradcam:
         save_overlays(model, records, Path(args.gradcam_dir), args.batch_size)
     if args.json:

@@ -30,6 +30,7 @@ from clipft.data.images import load_rgb
 from clipft.data.paths import default_cache_dir, resolve_path
 from clipft.data.splits import merge_groups, stratified_group_split
 from clipft.data.stats import class_balance, compute_mean_std
+from clipft.utils.arguments import check_image_size
 from clipft.data.transforms import build_transform
 from clipft.errors import ConfigError, DataError
 from clipft.utils.io import atomic_write_json, atomic_write_text
@@ -154,7 +155,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
         self.seed = int(seed)
-        self.image_size = image_size
+        self.image_size = check_image_size(image_size, "data.image_size")
         self.mean = list(mean) if mean is not None else None
         self.std = list(std) if std is not None else None
         self.normalization = _choice("normalization", normalization, NORMALIZATIONS)

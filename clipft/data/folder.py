@@ -11,23 +11,34 @@ from clipft.data.images import IMAGE_EXTENSIONS, is_image_file
 from clipft.errors import DataError
 
 
-def scan_class_folders(root: str | os.PathLike, class_names: list[str] | None = None) -> tuple[list[str], list[Sample]]:
-    """Sorted image files under ``root/<class>/``; errors name the folder and the fix."""
+def scan_class_folders(
+    root: str | os.PathLike, class_names: list[str] | None = None, follow_symlinks: bool = False
+) -> tuple[list[str], list[Sample]]:
+    """Sorted image files under ``root/<class>/`` (subfolders included); errors name the folder and the fix.
+
+    A file or folder that resolves outside ``root`` (a symlink) is refused unless ``follow_symlinks``,
+    the same rule as for list files; a folder that cannot be read is an error naming it and why,
+    never a silently smaller dataset.
+    """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(
             f"dataset folder {str(root.resolve())!r} does not exist; set data.root to a folder of class subfolders"
         )
-    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    try:
+        found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    except OSError as exc:
+        raise DataError(f"dataset folder {str(root)!r} cannot be read ({exc.strerror or exc}); fix its permissions") from None
     if not found:
         raise DataError(f"{str(root)!r} has no class subfolders; expected {root}/<class name>/<image files>")
     names = list(class_names) if class_names else found
     missing = [c for c in names if c not in found]
     if missing:
         raise DataError(f"{str(root)!r} lacks folders for classes {missing}; add them or fix the class names")
+    root_resolved = Path(os.path.realpath(root))
     samples: list[Sample] = []
     for label, name in enumerate(names):
-        files = sorted(p for p in (root / name).rglob("*") if p.is_file() and is_image_file(p))
+        files = _image_files(root / name, root_resolved, follow_symlinks)
         if not files:
             raise DataError(
                 f"class folder {str(root / name)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
@@ -35,6 +46,36 @@ def scan_class_folders(root: str | os.PathLike, class_names: list[str] | None = 
             )
         samples.extend(Sample(str(p), label) for p in files)
     return names, samples
+
+
+def _image_files(folder: Path, root_resolved: Path, follow_symlinks: bool) -> list[Path]:
+    """Image files under ``folder``, walked with errors raised (``os.walk`` would skip them silently)."""
+
+    def unreadable(exc: OSError) -> None:
+        where = exc.filename or folder
+        raise DataError(
+            f"folder {str(where)!r} cannot be read ({exc.strerror or exc}): its images would be left out; "
+            "fix its permissions (e.g. chmod -R u+rX) or move it out of the dataset"
+        )
+
+    files: list[Path] = []
+    seen_dirs: set[str] = set()
+    for current, dirs, names in os.walk(folder, onerror=unreadable, followlinks=True):
+        real = os.path.realpath(current)
+        if real in seen_dirs:  # a symlink loop
+            dirs[:] = []
+            continue
+        seen_dirs.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for entry in [*dirs, *names]:
+            path = Path(current) / entry
+            if not follow_symlinks and path.is_symlink() and not Path(os.path.realpath(path)).is_relative_to(root_resolved):
+                raise DataError(
+                    f"{str(path)!r} is a symlink to {os.path.realpath(path)!r}, outside the dataset root "
+                    f"{str(root_resolved)!r}; remove it, or set data.follow_symlinks=true if you trust it"
+                )
+        files.extend(Path(current) / n for n in names if is_image_file(Path(current) / n) and (Path(current) / n).is_file())
+    return sorted(files)
 
 
 def read_names_file(path: str | os.PathLike) -> list[str]:
@@ -79,7 +120,7 @@ def read_list_file(
         if not allow_outside_root and not Path(os.path.realpath(image)).is_relative_to(base_resolved):
             raise DataError(
                 f"{str(path)!r} line {number}: image path {file!r} resolves outside the dataset root "
-                f"{str(base_resolved)!r}; fix the list, or set data.allow_paths_outside_root=true if you trust it"
+                f"{str(base_resolved)!r}; fix the list, or set data.follow_symlinks=true (or data.allow_paths_outside_root=true) if you trust it"
             )
         samples.append(Sample(str(image), label))
     if not samples:
@@ -115,10 +156,13 @@ class FolderDataModule(ImageClassificationDataModule):
         test_list: str | None = None,
         class_names_file: str | None = None,
         allow_paths_outside_root: bool = False,
+        follow_symlinks: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.allow_paths_outside_root = bool(allow_paths_outside_root)
+        # one rule for folders and list files: nothing outside the root unless the user says so
+        self.allow_paths_outside_root = bool(allow_paths_outside_root) or bool(follow_symlinks)
+        self.follow_symlinks = bool(follow_symlinks) or bool(allow_paths_outside_root)
         if not root and not train_list:
             raise DataError(
                 "data.root (a folder holding one subfolder per class) or data.train_list "
@@ -135,10 +179,11 @@ class FolderDataModule(ImageClassificationDataModule):
             names = read_names_file(self.resolve(self.class_names_file, "data.class_names_file"))
         if self.lists["train"]:
             return self._index_from_lists(names)
-        names, pool = scan_class_folders(self.resolve(self.root), class_names=names)
+        names, pool = scan_class_folders(self.resolve(self.root), class_names=names, follow_symlinks=self.follow_symlinks)
         test = None
         if self.test_root:
-            _, test = scan_class_folders(self.resolve(self.test_root, "data.test_root"), class_names=names)
+            test_root = self.resolve(self.test_root, "data.test_root")
+            _, test = scan_class_folders(test_root, class_names=names, follow_symlinks=self.follow_symlinks)
         return DatasetIndex(class_names=names, train_pool=pool, test=test)
 
     def _index_from_lists(self, names: list[str] | None) -> DatasetIndex:

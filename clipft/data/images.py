@@ -29,7 +29,7 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
     except Exception as exc:  # noqa: BLE001 - decoders raise many types on corrupt bytes (EOFError, struct.error, ...)
         raise DataError(
             f"cannot decode image {str(path)!r} ({type(exc).__name__}: {exc}); delete or replace it, "
-            "or set data.on_bad_image=skip to leave it out"
+            "or leave bad images out: data.on_bad_image=skip (training/eval), --on-bad-image skip (clipft-predict/ask)"
         ) from exc
 
 

@@ -57,11 +57,33 @@ def expand_image_paths(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     return paths
 
 
-def batches(paths: Sequence[str | os.PathLike], transform: Callable[[Any], torch.Tensor], batch_size: int = 64):
-    """Yield ``(paths, pixel tensor)`` chunks, decoding with :func:`clipft.data.images.load_rgb`."""
+def batches(
+    paths: Sequence[str | os.PathLike],
+    transform: Callable[[Any], torch.Tensor],
+    batch_size: int = 64,
+    skipped: list[dict[str, str]] | None = None,
+):
+    """Yield ``(paths, pixel tensor)`` chunks, decoding with :func:`clipft.data.images.load_rgb`.
+
+    ``skipped``: a list to collect undecodable images in (``{"path", "error"}``) instead of
+    raising; the yielded chunks then hold only the images that decoded.
+    """
+    if batch_size < 1:
+        raise DataError(f"batch size must be at least 1, got {batch_size}")
     for start in range(0, len(paths), batch_size):
-        chunk = list(paths[start : start + batch_size])
-        yield chunk, torch.stack([transform(load_rgb(p)) for p in chunk])
+        chunk, pixels = [], []
+        for p in paths[start : start + batch_size]:
+            try:
+                image = load_rgb(p)
+            except DataError as exc:
+                if skipped is None:
+                    raise
+                skipped.append({"path": str(p), "error": str(exc)})
+                continue
+            chunk.append(p)
+            pixels.append(transform(image))
+        if chunk:
+            yield chunk, torch.stack(pixels)
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -72,15 +94,20 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def predict_probs(model: nn.Module, paths: Sequence[str | os.PathLike], batch_size: int = 64) -> torch.Tensor:
-    """Softmax class probabilities for every path, in order (N x C, on CPU)."""
+def predict_probs(
+    model: nn.Module,
+    paths: Sequence[str | os.PathLike],
+    batch_size: int = 64,
+    skipped: list[dict[str, str]] | None = None,
+) -> torch.Tensor:
+    """Softmax class probabilities for every path, in order (N x C, on CPU); ``skipped``: see :func:`batches`."""
     model.eval()
     if hasattr(model, "on_predict_epoch_start"):  # CLIP modules cache their class text features here
         model.on_predict_epoch_start()
     device, transform, out = model_device(model), eval_transform(model), []
-    for _, pixels in batches(paths, transform, batch_size):
+    for _, pixels in batches(paths, transform, batch_size, skipped):
         out.append(model(pixels.to(device)).float().softmax(dim=-1).cpu())
-    return torch.cat(out)
+    return torch.cat(out) if out else torch.zeros(0, len(getattr(model, "class_names", []) or []))
 
 
 def clip_backbone(model: nn.Module, what: str = "text/image matching") -> nn.Module:
@@ -101,13 +128,20 @@ def require_text_tower(model: nn.Module, what: str) -> None:
 
 
 @torch.no_grad()
-def image_features(model: nn.Module, paths: Sequence[str | os.PathLike], batch_size: int = 64) -> torch.Tensor:
-    """L2-normalised image embeddings of a CLIP-style module (N x D, on CPU)."""
+def image_features(
+    model: nn.Module,
+    paths: Sequence[str | os.PathLike],
+    batch_size: int = 64,
+    skipped: list[dict[str, str]] | None = None,
+) -> torch.Tensor:
+    """L2-normalised image embeddings of a CLIP-style module (N x D, on CPU); ``skipped``: see :func:`batches`."""
     backbone = clip_backbone(model)
     model.eval()
     device, transform, out = model_device(model), eval_transform(model), []
-    for _, pixels in batches(paths, transform, batch_size):
+    for _, pixels in batches(paths, transform, batch_size, skipped):
         out.append(nn.functional.normalize(backbone.encode_image(pixels.to(device)).float(), dim=-1).cpu())
+    if not out:
+        raise DataError(f"none of the {len(paths)} image(s) could be decoded")
     return torch.cat(out)
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from clipft.errors import ConfigError
+from clipft.utils.arguments import check_image_size
 from clipft.models.towers import HFTextTower, build_image_tower
 
 
@@ -55,6 +56,7 @@ class DualEncoderBackbone(nn.Module):
             raise ConfigError(f"model.clip.text_tower must be a mapping with a 'name_or_path', got {text_tower!r}")
         if int(embed_dim) < 1:
             raise ConfigError(f"model.clip.embed_dim must be positive, got {embed_dim}")
+        check_image_size(image_size, "model.clip.image_size")
         self.visual = build_image_tower(**image_tower)
         self.text = HFTextTower(**text_tower)
         generator = torch.Generator().manual_seed(int(init_seed))

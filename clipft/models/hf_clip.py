@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from clipft.errors import ConfigError
+from clipft.utils.arguments import check_image_size
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -71,6 +72,7 @@ class HFCLIPBackbone(nn.Module):
             self.model.gradient_checkpointing_enable()
 
         vision = self.model.config.vision_config
+        check_image_size(image_size, "model.clip.image_size")
         size = image_size or _processor_size(processor_cfg) or vision.image_size
         self.preprocessing = {
             "image_size": int(size),

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from clipft.errors import ConfigError
+from clipft.utils.arguments import check_image_size
 
 
 class OpenCLIPBackbone(nn.Module):
@@ -32,6 +33,7 @@ class OpenCLIPBackbone(nn.Module):
         force_quick_gelu: bool = False,
     ) -> None:
         super().__init__()
+        check_image_size(image_size, "model.clip.image_size")
         import open_clip
 
         name = str(model_name)

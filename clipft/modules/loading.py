@@ -1,4 +1,9 @@
-"""Load any clipft checkpoint without the training config: the class is recorded inside it."""
+"""Load any clipft checkpoint without the training config: the class is recorded inside it.
+
+A checkpoint is data from whoever wrote it. Its module name and every ``_target_`` in its
+hyper-parameters are checked against :mod:`clipft.utils.safe_targets` before anything is
+imported or built; ``trust_checkpoint=True`` lifts that check for files you trust.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +15,41 @@ import torch
 from clipft.errors import CheckpointError
 from clipft.utils.checkpoint_io import read_checkpoint
 from clipft.utils.instantiate import locate
+from clipft.utils.safe_targets import building_from, check_checkpoint
 
 __all__ = ["load_module", "read_checkpoint"]
 
 
-def load_module(path: str | Path, map_location: str | torch.device = "cpu", **overrides: Any):
-    """Rebuild the LightningModule recorded in the checkpoint and load its weights."""
+def load_module(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    trust_checkpoint: bool = False,
+    **overrides: Any,
+):
+    """Rebuild the LightningModule recorded in the checkpoint and load its weights.
+
+    ``trust_checkpoint``: build whatever the file names (dangerous: only for files you trust).
+    """
     ckpt = read_checkpoint(path)
     meta = ckpt.get("clipft")
     if not isinstance(meta, dict) or "module" not in meta:
         raise CheckpointError(f"{str(path)!r} is not a clipft checkpoint (no 'clipft' entry naming its module)")
-    cls = locate(meta["module"])
-    hparams = dict(ckpt.get("hyper_parameters", {}))
-    hparams.update(overrides)
-    module = cls(**hparams)
-    missing, unexpected = module.load_state_dict(ckpt["state_dict"], strict=False)
+    hparams = ckpt.get("hyper_parameters", {})
+    hparams = dict(hparams) if isinstance(hparams, dict) else hparams
+    if isinstance(hparams, dict):
+        hparams.update(overrides)
+    if trust_checkpoint:
+        cls = locate(meta["module"])
+        source = None
+    else:
+        cls = check_checkpoint(meta["module"], hparams, str(path))  # refuses before importing anything it names
+        source = str(path)
+    with building_from(source):
+        module = cls(**hparams)
+    state_dict = ckpt.get("state_dict")
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(f"{str(path)!r} holds no 'state_dict' of weights")
+    missing, unexpected = module.load_state_dict(state_dict, strict=False)
     if unexpected or [k for k in missing if not k.endswith("position_ids")]:
         raise CheckpointError(
             f"{str(path)!r} does not match its module {meta['module']}: missing {list(missing)[:5]}, "

@@ -77,7 +77,7 @@ def run_clip_eval(cfg: DictConfig) -> dict[str, Any]:
     if ckpt_path:
         from clipft.pipeline.evaluate import check_classes
 
-        model = load_module(ckpt_path)
+        model = load_module(ckpt_path, trust_checkpoint=bool(cfg.get("trust_checkpoint", False)))
         check_classes(model.class_names, datamodule.class_names, str(ckpt_path))
     elif cfg.get("model") is not None:
         model = build_model(cfg, datamodule.class_names)

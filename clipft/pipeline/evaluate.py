@@ -44,7 +44,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    model = load_module(cfg.ckpt_path)
+    model = load_module(cfg.ckpt_path, trust_checkpoint=bool(cfg.get("trust_checkpoint", False)))
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("test")

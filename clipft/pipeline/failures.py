@@ -15,6 +15,7 @@ as failed and runs the remaining jobs.
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -54,8 +55,15 @@ def report_failure(exc: BaseException, cfg: DictConfig) -> None:
 def explain_failure(exc: BaseException, cfg: DictConfig) -> ClipftError | None:
     if isinstance(exc, ClipftError):
         return exc
+    if is_host_out_of_memory(exc):
+        return OutOfMemory(host_oom_message(cfg))
     if is_out_of_memory(exc):
         return OutOfMemory(oom_message(cfg))
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        from clipft.utils.io import disk_full
+
+        where = Path(exc.filename).parent if exc.filename else Path(str(OmegaConf.select(cfg, "paths.output_dir", default=".")))
+        return disk_full(where)
     if _is_sigterm(exc):
         folder = Path(str(OmegaConf.select(cfg, "paths.output_dir", default="."))) / "checkpoints"
         last, interrupted = folder / "last.ckpt", folder / "interrupted.ckpt"
@@ -69,6 +77,30 @@ def explain_failure(exc: BaseException, cfg: DictConfig) -> ClipftError | None:
             f"interrupted by SIGTERM: {saved}; {resume}; or ckpt_path={interrupted} to continue mid-epoch"
         )
     return None
+
+
+# torch's CPU allocator: "DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes"
+HOST_OOM_MARKERS = ("DefaultCPUAllocator: can't allocate memory", "Cannot allocate memory")
+
+
+def is_host_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in HOST_OOM_MARKERS)
+
+
+def host_oom_message(cfg: DictConfig) -> str:
+    def get(key: str) -> Any:
+        return OmegaConf.select(cfg, key, default=None)
+
+    bs, workers = get("data.batch_size"), get("data.num_workers")
+    knobs = [
+        f"lower data.batch_size (e.g. data.batch_size={max(int(bs) // 2, 1)})" if isinstance(bs, int) else "lower data.batch_size",
+        f"lower data.num_workers (each worker holds a copy of the dataset state; now {workers})",
+    ]
+    if get("data.cache"):
+        knobs.append("or data.cache=false (the decoded-image cache is memory-mapped and counts as used memory)")
+    return f"out of host (CPU) memory with data.batch_size={bs} and data.num_workers={workers}: " + "; ".join(knobs)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

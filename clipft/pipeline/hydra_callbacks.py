@@ -29,6 +29,37 @@ STATUS_NAME = "job_status.json"
 FAILURES_NAME = "failures.jsonl"
 
 
+class RunDirClaim(Callback):
+    """Claim ``hydra.run.dir`` before Hydra writes into it.
+
+    Hydra creates ``.hydra/config.yaml``, ``overrides.yaml`` and the job log in the run
+    directory before the task starts. When two runs are pointed at one ``hydra.run.dir``, the
+    second must be refused before that, or it would write its record (and its error) into the
+    first run's directory. ``on_run_start`` runs before any of it; a refusal is one line, exit 1.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from omegaconf import OmegaConf
+
+        from clipft.pipeline.run_dir import claim_run_dir
+
+        try:
+            run_dir = OmegaConf.select(config, "hydra.run.dir")
+        except Exception as exc:  # noqa: BLE001 - unresolvable here: the task's own claim still runs
+            log.debug("hydra.run.dir not resolvable before the job (%s)", exc)
+            return
+        if not run_dir:
+            return
+        task = str(OmegaConf.select(config, "task_name", default="train") or "train")
+        try:
+            claim_run_dir(Path(str(run_dir)), task)
+        except ClipftError as exc:
+            import sys
+
+            print(f"clipft error: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+
+
 class JobStatusRecorder(Callback):
     """Write ``job_status.json`` per job and ``failures.jsonl`` per sweep."""
 

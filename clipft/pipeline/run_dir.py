@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,24 +36,143 @@ LAST_NAME = "last.ckpt"
 RESUME_KEYWORDS = ("last", "latest")
 
 
-def prepare_run_dir(cfg: DictConfig, task: str = "train") -> Path:
+@dataclass
+class RunDir:
+    """Where a run writes (``path``) and, when it resumes, what it continues (``resume_from``) and where
+    the resuming call's own Hydra directory is (``log_dir``)."""
+
+    path: Path
+    task: str = "train"
+    resume_from: Path | None = None
+    log_dir: Path | None = None
+    begun: bool = False
+
+    def begin(self) -> RunDir:
+        """Take the directory: claim it, note the resume, keep the old CSV log, clean up temp files.
+        A resumed run calls this only after every check passed, so a refused resume changes nothing."""
+        if self.begun:
+            return self
+        if self.resume_from is not None and self.log_dir is not None:
+            record = {"continues": str(self.path), "ckpt_path": str(self.resume_from), "time": time.time()}
+            atomic_write_json(self.log_dir / "resumed.json", record)
+        claim_run_dir(self.path, self.task, takeover=self.resume_from is not None)
+        if self.resume_from is not None and self.log_dir is not None and is_global_zero_process():
+            append_json_line(self.path / "resumes.jsonl", {**record, "log_dir": str(self.log_dir)})
+            keep_csv_history(self.path)
+        if is_global_zero_process():
+            remove_stale_temp_files(self.path)
+        self.begun = True
+        return self
+
+
+def prepare_run_dir(cfg: DictConfig, task: str = "train") -> RunDir:
     """Resolve ``ckpt_path`` for a resumed training run (pointing ``paths.output_dir`` at the run it
-    continues), then claim the output directory; returns it."""
+    continues, after checking that it is the same experiment); a fresh run claims its directory at
+    once, a resumed one when :meth:`RunDir.begin` is called after the remaining checks."""
     resume_from = resolve_resume(cfg) if task == "train" else None
     output_dir = Path(cfg.paths.output_dir)
-    if resume_from is not None:
-        OmegaConf.update(cfg, "ckpt_path", str(resume_from), merge=False)
-        original = run_dir_of(resume_from)
-        if original is not None and original.resolve() != output_dir.resolve():
-            record = {"continues": str(original), "ckpt_path": str(resume_from), "time": time.time()}
-            atomic_write_json(output_dir / "resumed.json", record)
-            append_json_line(original / "resumes.jsonl", {**record, "log_dir": str(output_dir)})
+    run = RunDir(output_dir, task)
+    if resume_from is None:
+        return run.begin()
+    OmegaConf.update(cfg, "ckpt_path", str(resume_from), merge=False)
+    run.resume_from = resume_from
+    original = run_dir_of(resume_from)
+    if original is not None:
+        check_same_experiment(original, cfg, resume_from)  # refuse before anything of the old run is touched
+        if original.resolve() != output_dir.resolve():
             OmegaConf.update(cfg, "paths.output_dir", str(original), merge=False)
-            output_dir = original
-            keep_csv_history(original)
-        log.info("resuming from %s; writing into %s", resume_from, output_dir)
-    claim_run_dir(output_dir, task, takeover=resume_from is not None)
-    return output_dir
+            run.path, run.log_dir = original, output_dir
+    log.info("resuming from %s; writing into %s", resume_from, run.path)
+    return run
+
+
+# what must match between a run and the command that resumes it (dotted config keys)
+SAME_EXPERIMENT_KEYS = (
+    "data._target_",
+    "data.root",
+    "data.test_root",
+    "data.train_list",
+    "data.class_names_file",
+    "model._target_",
+    "model.clip._target_",
+    "model.clip.name_or_path",
+    "model.backbone.name",
+)
+
+
+def check_same_experiment(run_dir: Path, cfg: DictConfig, ckpt: Path) -> None:
+    """The resuming config trains the same thing (data, classes source, model) as ``run_dir``'s
+    ``config.yaml``; otherwise refuse, naming each key that differs."""
+    import yaml
+
+    recorded_file = run_dir / "config.yaml"
+    try:
+        recorded = yaml.safe_load(recorded_file.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise CheckpointError(f"cannot read {str(recorded_file)!r} to check the resume ({exc}); resume with a checkpoint path outside that run") from None
+    differs = []
+    for key in SAME_EXPERIMENT_KEYS:
+        old, new = _lookup(recorded, key), OmegaConf.select(cfg, key, default=None)
+        if old is None and new is None:
+            continue
+        if _normalise(old) != _normalise(new):
+            differs.append(f"{key}: {old!r} -> {new!r}")
+    if differs:
+        raise CheckpointError(
+            f"ckpt_path={str(ckpt)!r} continues the run in {str(run_dir)!r}, but this command trains something else "
+            f"({'; '.join(differs)}); resume with that run's settings, or start a new run (drop ckpt_path, or "
+            "init_from=CKPT to start from its weights)"
+        )
+
+
+def check_resumed_classes(cfg: DictConfig, class_names: list[str]) -> None:
+    """The dataset's classes are those the resumed checkpoint was trained on."""
+    ckpt = cfg.get("ckpt_path")
+    if not ckpt:
+        return
+    recorded = (read_checkpoint(ckpt).get("hyper_parameters") or {}).get("class_names")
+    if recorded is None or list(recorded) == list(class_names):
+        return
+    old, new = list(recorded), list(class_names)
+    detail = f"{len(old)} classes -> {len(new)}"
+    gone, added = [c for c in old if c not in new], [c for c in new if c not in old]
+    if gone or added:
+        detail += f" (not in the data: {gone[:5]}; new: {added[:5]})"
+    else:
+        detail += " (same names, other order)"
+    raise CheckpointError(
+        f"ckpt_path={str(ckpt)!r} was trained on other classes than this dataset: {detail}; resume with the "
+        "run's own data, or start a new run"
+    )
+
+
+def _lookup(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def _normalise(value: Any) -> Any:
+    """Paths compare resolved; other values as they are."""
+    if isinstance(value, str) and ("/" in value or value.startswith(".")):
+        return os.path.realpath(os.path.expanduser(value))
+    return value
+
+
+def remove_stale_temp_files(output_dir: Path) -> list[Path]:
+    """``checkpoints/.<name>.*.tmp`` left by a write that was killed (clipft.utils.io.atomic_write_bytes)."""
+    removed = []
+    for tmp in sorted((output_dir / "checkpoints").glob(".*.tmp")):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError as exc:
+            log.warning("could not remove the stale temp file %s: %s", tmp, exc)
+    if removed:
+        log.info("removed %d temp file(s) of an interrupted checkpoint write in %s", len(removed), output_dir / "checkpoints")
+    return removed
 
 
 # ---------------------------------------------------------------------------------------- resume

@@ -10,6 +10,8 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from clipft.callbacks.safe_checkpoint import is_inside
+from clipft.errors import CheckpointError, ConfigError
 from clipft.evaluation.artefacts import write_run_artefacts
 from clipft.evaluation.metrics import classification_report
 from clipft.pipeline.building import (
@@ -21,7 +23,7 @@ from clipft.pipeline.building import (
     to_plain,
 )
 from clipft.pipeline.launch import trainer_for_test
-from clipft.pipeline.run_dir import prepare_run_dir
+from clipft.pipeline.run_dir import check_resumed_classes, prepare_run_dir
 from clipft.pipeline.run_info import run_info
 from clipft.pipeline.validation import validate_config
 from clipft.utils.io import atomic_write_json, atomic_write_text
@@ -33,16 +35,20 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     """Train and test one run; returns the metrics dict that is also written to ``metrics.json``."""
     started = time.time()
     validate_config(cfg, "train")  # bad values: one clear line, before anything is built
-    prepare_run_dir(cfg, "train")  # ckpt_path=last: continue in that run's directory
+    # ckpt_path=last: continue in that run's directory (same experiment only)
+    run_dir = prepare_run_dir(cfg, "train")
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
 
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    check_resumed_classes(cfg, list(datamodule.class_names))  # before the run's record is rewritten
+    check_has_validation(cfg, datamodule)
+    run_dir.begin()  # only now is a resumed run's directory touched
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     datamodule.write_reports(output_dir)  # data_report.json (+ skipped_images.txt)
     model = build_model(cfg, datamodule.class_names)
     if cfg.get("init_from"):
@@ -62,6 +68,12 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics: dict[str, Any] = {"summary": {}, "data": datamodule.split_report}
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if best_path and not is_inside(best_path, output_dir):
+        # restored from a resumed checkpoint's callback state: never load a file from elsewhere
+        raise CheckpointError(
+            f"the best checkpoint recorded for this run, {best_path!r}, lies outside the run directory "
+            f"{str(output_dir)!r}; the resumed checkpoint {cfg.get('ckpt_path')!r} may have been tampered with"
+        )
     if trainer.checkpoint_callback is not None:
         score = trainer.checkpoint_callback.best_model_score
         metrics["summary"]["best_" + trainer.checkpoint_callback.monitor.replace("/", "_")] = (
@@ -70,7 +82,7 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
         metrics["best_checkpoint"] = best_path or None
     if cfg.get("test", True):
         # ddp_spawn: test on one device in this process (clipft.pipeline.launch.trainer_for_test)
-        trainer_for_test(trainer, cfg).test(model, datamodule=datamodule, ckpt_path=best_path or None, weights_only=False)
+        trainer_for_test(trainer, cfg).test(model, datamodule=datamodule, ckpt_path=best_path or None)
         if model.test_outputs:
             report = classification_report(
                 model.test_outputs["probs"], model.test_outputs["targets"], datamodule.class_names
@@ -95,6 +107,21 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     atomic_write_json(output_dir / "metrics.json", metrics)
     log.info("metrics written to %s", output_dir / "metrics.json")
     return metrics
+
+
+def check_has_validation(cfg: DictConfig, datamodule: Any) -> None:
+    """Early stopping and the best checkpoint watch val metrics: an empty val split would end in a
+    Lightning trace after the first epoch, so refuse up front with the fix."""
+    val = getattr(datamodule, "val_samples", None)
+    if not cfg.get("train", True) or val is None or len(val) > 0:
+        return
+    report = getattr(datamodule, "split_report", {}) or {}
+    raise ConfigError(
+        f"the validation split is empty (data.val_fraction={OmegaConf.select(cfg, 'data.val_fraction', default=None)}, "
+        f"{report.get('train', '?')} training images in {report.get('num_classes', '?')} classes; a class needs "
+        "at least 2 distinct images to give one to val): the best checkpoint and early stopping need val "
+        "metrics. Set data.val_fraction=0.1 (or higher), or give a val split (data.val_list=FILE)"
+    )
 
 
 def optimized_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:

@@ -6,7 +6,7 @@ either the previous complete file or the new complete file, even if the process 
 mid-write. (Lightning's default stages local files in the system temp folder and moves them,
 which is a copy, not a rename, when that folder is on another filesystem, and never fsyncs.)
 
-Reads: ``torch.load(weights_only=True)`` unless the caller asks otherwise, and a file that
+Reads: always ``torch.load(weights_only=True)``, and a file that
 cannot be read (truncated, not a checkpoint, needs unpickling) is a :class:`CheckpointError`
 naming the file, not a deep unpickling trace.
 """
@@ -14,6 +14,7 @@ naming the file, not a deep unpickling trace.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,31 +38,57 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write_bytes(Path(path), buffer.getbuffer())
 
     def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
+        # weights_only is always True: a caller's (or Lightning's) weights_only=False is not honoured,
+        # since unpickling a file can run any code (docs/reliability.md)
         if "://" in str(path):
-            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
-        return read_checkpoint(path, map_location or "cpu", True if weights_only is None else weights_only)
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        return read_checkpoint(path, map_location or "cpu")
 
 
-def read_checkpoint(path: str | Path, map_location: Any = "cpu", weights_only: bool = True) -> dict[str, Any]:
-    """The one safe reader of local checkpoints (Lightning's restore, ``load_module``, resume, warm start)."""
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """The one safe reader of local checkpoints (Lightning's restore, ``load_module``, resume, warm
+    start): ``torch.load(weights_only=True)``, with no way to ask for unpickling."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=weights_only)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated files and unsafe pickles are reported alike
-        detail = str(exc).splitlines()[0] if str(exc) else ""
-        unsafe = "Unsupported global" in str(exc)
+        blocked = _blocked_global(str(exc))
+        if blocked is not None:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} was refused: it holds pickled objects ({blocked}) that only "
+                "torch.load(weights_only=False) would build, and unpickling a file can run any code. "
+                "clipft never does that; re-save the weights from a source you trust (clipft checkpoints "
+                "hold only tensors and plain data)"
+            ) from None
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CheckpointError(
-            f"checkpoint {str(path)!r} cannot be read: it cannot be loaded safely with torch.load(weights_only=True) "
-            f"({type(exc).__name__}: {detail})"
-            + (
-                "; it holds objects that need unsafe unpickling (torch.load weights_only=False): "
-                "only do that for files from a source you trust"
-                if unsafe
-                else "; the file may be truncated or not a checkpoint: use another checkpoint (e.g. best.ckpt)"
-            )
+            f"checkpoint {str(path)!r} cannot be loaded safely with torch.load(weights_only=True) "
+            f"({type(exc).__name__}: {detail}); the file may be "
+            "truncated or not a checkpoint: use another checkpoint (e.g. best.ckpt)"
         ) from exc
+
+
+# torch >= 2.6: "Trying to load unsupported GLOBAL posix.system whose module posix is blocked."
+# older: "Unsupported global: GLOBAL os.system was not an allowed global by default."
+_BLOCKED_PATTERNS = (
+    re.compile(r"unsupported GLOBAL (\S+) whose module \S+ is blocked", re.IGNORECASE),
+    re.compile(r"Unsupported global: GLOBAL (\S+)", re.IGNORECASE),
+    re.compile(r"unsupported GLOBAL (\S+)", re.IGNORECASE),
+    re.compile(r"Unsupported operand \d+"),
+)
+
+
+def _blocked_global(message: str) -> str | None:
+    """What torch's weights-only unpickler refused, if that is why the load failed."""
+    for pattern in _BLOCKED_PATTERNS:
+        match = pattern.search(message)
+        if match:
+            return f"GLOBAL {match.group(1)}" if match.groups() else match.group(0)
+    if "Weights only load failed" in message:
+        return "objects outside torch's weights-only allowlist"
+    return None
 
 
 def with_atomic_checkpoint_io(plugins: Any = None) -> list[Any]:

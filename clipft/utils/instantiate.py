@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from clipft.errors import ConfigError
+from clipft.utils.safe_targets import check_target_allowed, untrusted_source
 
 
 def locate(path: str) -> Any:
@@ -41,6 +42,9 @@ def instantiate(config: Mapping[str, Any] | None, *args: Any, **kwargs: Any) -> 
         return None
     if not isinstance(config, Mapping) or "_target_" not in config:
         raise ConfigError(f"expected a mapping with a '_target_' key, got {config!r}")
+    source = untrusted_source()
+    if source is not None:  # building from a checkpoint: registered targets only (clipft.utils.safe_targets)
+        check_target_allowed(config["_target_"], "_target_", source)
     params = {k: v for k, v in config.items() if not k.startswith("_")}
     params.update(kwargs)
     target = locate(config["_target_"])

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from clipft.errors import DiskFull
 
 
 def _current_umask() -> int:
@@ -30,11 +34,28 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise disk_full(path.parent, len(data)) from None
         raise
     return path
+
+
+def disk_full(folder: str | os.PathLike, needed: int | None = None) -> DiskFull:
+    """The one-line error for ENOSPC: which folder, how much it needed and how much is free."""
+    folder = Path(folder)
+    try:
+        free = f"{shutil.disk_usage(folder).free / 1e6:,.1f} MB free"
+    except OSError:
+        free = "free space unknown"
+    need = f" {needed / 1e6:,.1f} MB" if needed else ""
+    return DiskFull(
+        f"no space left on the device of {str(folder)!r}: writing{need} failed ({free}); nothing was half-written. "
+        "Free some space there, or write runs elsewhere (paths.log_dir=/bigger/disk), then rerun "
+        "(ckpt_path=last resumes a training run)"
+    )
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
