@@ -117,3 +117,32 @@ def test_zeroshot_head_averages_normalised_prompt_embeddings():
     torch.testing.assert_close(head, torch.tensor([[s, s], [s, s]]))  # normalise first: both prompts vote equally
     unnormalised_first = F.normalize(torch.tensor([10.0, 1.0]) / 2, dim=0)
     assert not torch.allclose(head[0], unnormalised_first)
+
+
+def test_a_saved_backbone_folder_reloads_by_path_to_identical_outputs(tiny_text_dir, tmp_path):
+    """sign-CLIP's format: safetensors + JSON + the text tower's HF folder, loaded like a hub id."""
+    from clipft.models.backbone_folder import save_backbone_folder
+    from clipft.modules import CLIPFineTune
+
+    torch.manual_seed(0)
+    original = tiny_dual(tiny_text_dir, init_seed=3).eval()
+    with torch.no_grad():
+        original.logit_scale.fill_(2.5)
+        original.visual_projection.weight.mul_(1.7)  # "trained": differs from any fresh build
+    folder = save_backbone_folder(original, tmp_path / "sign_clip")
+    assert not list(folder.rglob("*.bin")) and (folder / "model.safetensors").is_file()
+    reloaded = DualEncoderBackbone(name_or_path=str(folder)).eval()
+    images, texts = torch.randn(3, 3, 32, 32), ["a red circle", "a blue arrow pointing left"]
+    with torch.no_grad():
+        assert torch.equal(original.encode_image(images), reloaded.encode_image(images))
+        assert torch.equal(original.encode_text(**original.tokenize(texts)), reloaded.encode_text(**reloaded.tokenize(texts)))
+    assert float(reloaded.logit_scale) == 2.5 and reloaded.preprocessing == original.preprocessing
+    module = CLIPFineTune(
+        ["stop", "yield"],
+        clip={"_target_": "clipft.models.DualEncoderBackbone", "name_or_path": str(folder)},
+        optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-4},
+    )
+    with torch.no_grad():
+        assert torch.allclose(module.eval().backbone.encode_image(images), original.encode_image(images))
+    with pytest.raises(ConfigError, match="not a clipft backbone folder"):
+        DualEncoderBackbone(name_or_path=str(tmp_path))

@@ -13,6 +13,7 @@ same untrained model: the reference WiSE-FT interpolates towards.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,12 +35,14 @@ class DualEncoderBackbone(nn.Module):
         image_size, image_mean, image_std: preprocessing (defaults: the image tower's, at 224 px).
         logit_scale_init: initial inverse temperature (CLIP: 1/0.07).
         init_seed: seed of the projection initialisation.
+        name_or_path: a backbone folder written by :func:`clipft.models.backbone_folder.save_backbone_folder`
+            (e.g. an aligned "sign-CLIP"); it sets the towers, ``embed_dim`` and preprocessing and loads the weights.
     """
 
     def __init__(
         self,
-        image_tower: dict[str, Any],
-        text_tower: dict[str, Any],
+        image_tower: dict[str, Any] | None = None,
+        text_tower: dict[str, Any] | None = None,
         embed_dim: int = 256,
         lock_image: bool = False,
         lock_text: bool = False,
@@ -48,8 +51,23 @@ class DualEncoderBackbone(nn.Module):
         image_std: list[float] | None = None,
         logit_scale_init: float = 1 / 0.07,
         init_seed: int = 0,
+        name_or_path: str | None = None,
     ) -> None:
         super().__init__()
+        from_folder = None
+        if name_or_path:  # a saved backbone folder (clipft.models.backbone_folder): it sets the towers
+            from clipft.models.backbone_folder import TEXT_DIR, read_folder_config
+
+            from_folder = read_folder_config(name_or_path)
+            image_tower = {**from_folder["image_tower"], "pretrained": False}
+            text_tower = {
+                "max_length": int(from_folder.get("text_tower", {}).get("max_length", 64)),
+                **{k: v for k, v in (text_tower or {}).items() if k == "max_length"},
+                "name_or_path": str(Path(str(name_or_path)).expanduser() / TEXT_DIR),
+            }
+            embed_dim = int(from_folder["embed_dim"])
+            pre = from_folder["preprocessing"]
+            image_size, image_mean, image_std = image_size or pre.get("image_size"), image_mean or pre.get("mean"), image_std or pre.get("std")
         if not isinstance(image_tower, dict) or "name" not in image_tower:
             raise ConfigError(f"model.clip.image_tower must be a mapping with a 'name', got {image_tower!r}")
         if not isinstance(text_tower, dict) or not text_tower.get("name_or_path"):
@@ -57,6 +75,7 @@ class DualEncoderBackbone(nn.Module):
         if int(embed_dim) < 1:
             raise ConfigError(f"model.clip.embed_dim must be positive, got {embed_dim}")
         check_image_size(image_size, "model.clip.image_size")
+        self.tower_spec = {"image_tower": dict(image_tower), "text_tower": dict(text_tower)}
         self.visual = build_image_tower(**image_tower)
         self.text = HFTextTower(**text_tower)
         generator = torch.Generator().manual_seed(int(init_seed))
@@ -64,6 +83,10 @@ class DualEncoderBackbone(nn.Module):
         self.text_projection = _seeded_linear(self.text.feature_dim, int(embed_dim), generator)
         self._logit_scale = nn.Parameter(torch.tensor(math.log(float(logit_scale_init))))
         self.embed_dim = int(embed_dim)
+        if from_folder is not None:
+            from clipft.models.backbone_folder import load_folder_weights
+
+            load_folder_weights(self, name_or_path)
         self.lock_image, self.lock_text = bool(lock_image), bool(lock_text)
         if self.lock_image:
             self.visual.requires_grad_(False)
