@@ -1,0 +1,65 @@
+"""sign-CLIP: the alignment recipe, per-image captions, the exported folder in the zero-shot recipes."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from clipft.prompts import build_prompt_set
+from test_experiments import run_experiment, without_hydra_node, compose_experiment
+
+TINY_DUAL = ["model.clip.image_tower.pretrained=false", "model.clip.image_size=32", "model.clip.embed_dim=16",
+             "data=synthetic_signs", "data.image_size=null", "data.mean=null", "data.std=null",
+             "model.prompts.descriptions=class_descriptions/synthetic_signs.yaml"]
+
+
+@pytest.fixture(scope="module")
+def tiny_text(tmp_path_factory):
+    from clipft.models.towers import save_tiny_text_encoder
+
+    return save_tiny_text_encoder(tmp_path_factory.mktemp("bert"))
+
+
+def test_per_image_captions_vary_within_a_class():
+    prompts = build_prompt_set(["stop", "yield"], ["a photo of a {} sign.", "a road sign: {}.", "{}"], {"stop": ["a red octagon"], "yield": ["a white triangle"]})
+    captions = prompts.captions_for([0] * 40, random.Random(0))
+    assert len(captions) == 40 and len(set(captions)) == 4  # 3 templates + 1 description, each drawn
+    assert all("stop" in c or "octagon" in c for c in captions)
+
+
+@pytest.mark.parametrize("name", ["align_gtsrb", "align_signs58"])
+def test_alignment_recipes_run_a_short_step_and_export_a_reloadable_folder(name, tmp_path, tiny_text):
+    from clipft.cli import export_backbone
+    from clipft.models import DualEncoderBackbone
+
+    extra = [*TINY_DUAL, f"model.clip.text_tower.name_or_path={tiny_text}"]
+    if name == "align_gtsrb":
+        extra.append("~data.download")
+    metrics = run_experiment(name, extra, tmp_path)
+    assert metrics["config"]["model"]["prompts"]["train_prompt"] == "per_image"
+    assert metrics["config"]["model"]["cls_weight"] == 0.0 and metrics["summary"]["best_val_acc"] is not None
+    assert export_backbone.main([str(tmp_path / "run" / "checkpoints" / "best.ckpt"), str(tmp_path / "sign_clip")]) == 0
+    folder = DualEncoderBackbone(name_or_path=str(tmp_path / "sign_clip")).eval()
+    assert folder.preprocessing["image_size"] == 32
+
+
+def test_zeroshot_recipe_scores_a_sign_clip_folder(tmp_path, tiny_text):
+    from clipft.models import DualEncoderBackbone
+    from clipft.models.backbone_folder import save_backbone_folder
+    from clipft.pipeline.evaluate import run_eval
+
+    backbone = DualEncoderBackbone(
+        image_tower={"source": "torchvision", "name": "mobilenet_v2", "pretrained": False},
+        text_tower={"name_or_path": str(tiny_text), "max_length": 32}, embed_dim=16, image_size=32,
+    )
+    save_backbone_folder(backbone, tmp_path / "models" / "sign_clip_gtsrb")
+    overrides = ["data=synthetic_signs", "data.train_per_class=6", "data.test_per_class=2", "trainer.accelerator=cpu",
+                 "zeroshot.template_sets=[simple]", "model.prompts.descriptions=class_descriptions/synthetic_signs.yaml",
+                 "data.cache=false"]
+    cfg = without_hydra_node(compose_experiment("zeroshot_sign_clip_signs58", overrides, root=tmp_path))
+    assert cfg.model.clip.name_or_path == str(tmp_path / "models" / "sign_clip_gtsrb")
+    metrics = run_eval(cfg)
+    assert 0.0 <= metrics["summary"]["test_accuracy"] <= 1.0 and "simple" in metrics["zeroshot"]
+    assert torch.is_tensor(backbone.logit_scale)
