@@ -163,7 +163,8 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
         "n_val": split_report.get("val"),
         "n_test": split_report.get("test"),
         "epochs": metrics.get("epochs_trained"),
-        "val_acc": summary.get("best_val_acc"),
+        # a training run's best val epoch, or an eval run on split=val (eval.py writes val_accuracy)
+        "val_acc": summary.get("best_val_acc", summary.get("val_accuracy")),
         "test_acc": summary.get("test_accuracy"),
         "test_macro_f1": summary.get("test_macro_f1"),
         "test_ece": summary.get("test_ece"),

@@ -21,7 +21,7 @@ from clipft.data.transforms import build_transform
 from clipft.errors import CheckpointError
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
-EVAL_ONLY = {"zeroshot_ensemble", "zeroshot_sign_clip_signs58", "zeroshot_sign_clip_gtsrb"}
+EVAL_ONLY = {"zeroshot_ensemble", *(p.stem for p in (CONF_DIR / "experiment").glob("zeroshot_sign_clip*.yaml"))}
 NEEDS_INIT = {"exp3": ["init_from=some.ckpt"]}
 SEED_MEAN, SEED_STD = [0.4246, 0.4163, 0.4216], [0.2405, 0.2302, 0.2444]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

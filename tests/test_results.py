@@ -150,3 +150,12 @@ def test_eval_runs_are_named_after_the_trained_run_or_the_zero_shot_model(tmp_pa
         (run / "metrics.json").write_text(json.dumps({**metrics, "checkpoint": ckpt}))
     assert run_row(tmp_path / "eval")["method"] == "eval: exp2"
     assert run_row(tmp_path / "zs")["method"] == "eval: r"  # no checkpoint: the run's own name
+
+
+def test_an_eval_run_on_val_fills_the_val_column(tmp_path):
+    run = make_run(tmp_path / "run")
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["summary"] = {"val_accuracy": 0.4375, "val_macro_f1": 0.3, "val_ece": 0.1}  # eval.py split=val
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    row = run_row(run)
+    assert row["val_acc"] == 0.4375 and row["test_acc"] is None

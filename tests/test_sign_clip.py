@@ -62,4 +62,6 @@ def test_zeroshot_recipe_scores_a_sign_clip_folder(tmp_path, tiny_text):
     assert cfg.model.clip.name_or_path == str(tmp_path / "models" / "sign_clip_gtsrb")
     metrics = run_eval(cfg)
     assert 0.0 <= metrics["summary"]["test_accuracy"] <= 1.0 and "simple" in metrics["zeroshot"]
+    concepts = metrics["concepts"]  # shared/unshared split written by the recipe (synthetic ids 0-9 here)
+    assert concepts["shared_images"] + concepts["unshared_images"] == concepts["all_images"] == metrics["data"]["test"]
     assert torch.is_tensor(backbone.logit_scale)

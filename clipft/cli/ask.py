@@ -23,6 +23,7 @@ from typing import Any
 from clipft.cli.common import (
     add_model_args,
     check_model_args,
+    kept_paths,
     load_model,
     print_json_lines,
     report_skipped,
@@ -62,8 +63,7 @@ def rank_images(model: Any, paths: Sequence[Path], queries: Sequence[str], top: 
 
     images = image_features(model, paths, batch_size, skipped)
     if skipped:
-        gone = {s["path"] for s in skipped}
-        paths = [p for p in paths if str(p) not in gone]
+        paths = kept_paths(paths, skipped)
     texts = text_features(model, prompts_for(model, queries, raw))
     scores = texts @ images.t()  # queries x images
     k = min(top, len(paths))

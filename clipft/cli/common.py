@@ -80,6 +80,12 @@ def skip_list(args: argparse.Namespace) -> list[dict[str, str]] | None:
     return [] if getattr(args, "on_bad_image", "error") == "skip" else None
 
 
+def kept_paths(paths: Sequence[Any], skipped: list[dict[str, str]] | None) -> list[Any]:
+    """``paths`` without the ones :func:`clipft.evaluation.inference.batches` skipped, in order."""
+    gone = {s["path"] for s in skipped or []}
+    return [p for p in paths if str(p) not in gone]
+
+
 def report_skipped(skipped: list[dict[str, str]] | None) -> None:
     """One stderr line per left-out image, so a skip is never silent."""
     for item in skipped or []:

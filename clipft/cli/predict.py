@@ -17,6 +17,7 @@ from typing import Any
 from clipft.cli.common import (
     add_model_args,
     check_model_args,
+    kept_paths,
     load_model,
     print_json_lines,
     report_skipped,
@@ -47,10 +48,9 @@ def predict(
 
     probs = predict_probs(model, paths, batch_size, skipped)
     if skipped:
-        gone = {s["path"] for s in skipped}
-        paths = [p for p in paths if str(p) not in gone]
+        paths = kept_paths(paths, skipped)
         if not paths:
-            raise DataError(f"none of the {len(gone)} image(s) could be decoded (all skipped)")
+            raise DataError(f"none of the {len(skipped)} image(s) could be decoded (all skipped)")
     k = max(1, min(topk, probs.shape[1]))
     values, indices = probs.topk(k, dim=-1)
     records = []

@@ -103,6 +103,15 @@ def run_clip_eval(cfg: DictConfig) -> dict[str, Any]:
         },
         split: report,
     }
+    concepts = cfg.get("concepts") or {}
+    if concepts.get("map"):  # transfer between sign sets: accuracy on shared / unshared concepts
+        from clipft.evaluation.concepts import load_concept_map, shared_class_ids, split_accuracy
+        from clipft.prompts import resolve_project_file
+
+        concept_map = load_concept_map(resolve_project_file(str(concepts["map"])))
+        shared = shared_class_ids(concept_map, str(concepts.get("dataset")))
+        metrics["concepts"] = {"map": str(concepts["map"]), **split_accuracy(report, datamodule.class_names, shared)}
+        log.info("%s accuracy on concepts shared with the other set: %s", split, metrics["concepts"]["shared_accuracy"])
     template_sets = list((cfg.get("zeroshot") or {}).get("template_sets") or [])
     if template_sets:
         metrics["zeroshot"] = score_template_sets(model, template_sets, score)
