@@ -184,9 +184,11 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
 
 
 def input_size(config: dict[str, Any]) -> int | None:
-    """The side the images were resized to: ``data.image_size``, else ``model.image_size`` (CNNs);
-    None when the model's own processor decides (CLIP checkpoints)."""
-    size = (config.get("data") or {}).get("image_size") or (config.get("model") or {}).get("image_size")
+    """The side the images were resized to: ``data.image_size``, else ``model.image_size`` (CNNs), else
+    ``model.clip.image_size`` (dual encoders); None when the model's own processor decides (CLIP checkpoints)."""
+    model = config.get("model") or {}
+    clip = model.get("clip") if isinstance(model.get("clip"), dict) else {}
+    size = (config.get("data") or {}).get("image_size") or model.get("image_size") or clip.get("image_size")
     return int(size) if isinstance(size, (int, float)) and not isinstance(size, bool) else None
 
 

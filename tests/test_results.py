@@ -71,7 +71,7 @@ def test_track_grouped_split_is_named(dedupe, expected):
 @pytest.mark.parametrize(
     ("config", "expected"),
     [({"model": {"image_size": 128}}, 128), ({"data": {"image_size": 96}, "model": {"image_size": 224}}, 96),
-     ({"model": {"clip": {"name_or_path": "x"}}}, None)],
+     ({"model": {"clip": {"name_or_path": "x"}}}, None), ({"model": {"clip": {"image_size": 128}}}, 128)],
 )
 def test_input_size_column_is_the_size_the_datamodule_resized_to(tmp_path, config, expected):
     from clipft.results import input_size
