@@ -34,7 +34,8 @@ def test_alignment_recipes_run_a_short_step_and_export_a_reloadable_folder(name,
     from clipft.cli import export_backbone
     from clipft.models import DualEncoderBackbone
 
-    extra = [*TINY_DUAL, f"model.clip.text_tower.name_or_path={tiny_text}"]
+    # the recipe's data.root points at ../shared/data; the synthetic set goes to tmp_path instead
+    extra = [*TINY_DUAL, f"model.clip.text_tower.name_or_path={tiny_text}", f"data.root={tmp_path / 'synthetic'}"]
     if name == "align_gtsrb":
         extra.append("~data.download")
     metrics = run_experiment(name, extra, tmp_path)
