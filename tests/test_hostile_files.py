@@ -231,12 +231,13 @@ def test_resume_with_other_classes_is_refused_and_the_old_run_is_untouched(colou
 def test_resume_with_the_same_root_but_other_classes_names_the_classes(colour_run, tmp_path):
     from omegaconf import OmegaConf
 
-    from clipft.pipeline.run_dir import check_resumed_classes
+    from clipft.pipeline.run_dir import RunDir, check_resumable
 
-    cfg = OmegaConf.create({"ckpt_path": str(colour_run["ckpt"])})
-    check_resumed_classes(cfg, ["blue", "green", "red"])
+    cfg = OmegaConf.create({"model": {"_target_": "clipft.modules.CLIPFineTune"}})
+    run = RunDir(colour_run["run_dir"], resume_from=colour_run["ckpt"], resumed_classes=check_resumable(colour_run["ckpt"], cfg))
+    run.check_classes(["blue", "green", "red"])
     with pytest.raises(CheckpointError, match=r"other classes.*3 classes -> 2.*not in the data: \['red'\]"):
-        check_resumed_classes(cfg, ["blue", "green"])
+        run.check_classes(["blue", "green"])
 
 
 def test_history_after_a_resume_holds_every_epoch(colour_run, tmp_path):

@@ -10,20 +10,15 @@ callback's ``dirpath``; other paths are dropped with a warning, as if never reco
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from clipft.utils.paths import is_inside
+
 log = logging.getLogger(__name__)
 
 PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
-
-
-def is_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
-    """``path`` resolves (symlinks too) to a file inside ``folder``."""
-    return Path(os.path.realpath(path)).is_relative_to(Path(os.path.realpath(folder)))
 
 
 class SafeModelCheckpoint(ModelCheckpoint):

@@ -22,7 +22,6 @@ from typing import Any
 
 from clipft.cli.common import (
     add_model_args,
-    check_model_args,
     kept_paths,
     load_model,
     print_json_lines,
@@ -135,7 +134,6 @@ def _main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"--image expects an image file, got {args.image!r}")
     if args.top < 1:
         raise ConfigError(f"--top must be at least 1, got {args.top}")
-    check_model_args(args)
     model = load_model(args)
     require_text_tower(model, "clipft-ask")
     if args.images:

@@ -30,13 +30,13 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_model_args(args: argparse.Namespace) -> None:
-    """Bad option values: one line naming the option, before the checkpoint is read."""
+def check_model_args(args: argparse.Namespace) -> str:
+    """Bad option values: one line naming the option, before the checkpoint is read; returns the device."""
     from clipft.errors import ConfigError
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
-    resolve_device(args.device)
+    return resolve_device(args.device)
 
 
 def resolve_device(name: str) -> str:
@@ -69,10 +69,8 @@ def load_model(args: argparse.Namespace):
     """The checkpoint's module, rebuilt from its hyper-parameters alone (no training config needed)."""
     from clipft.modules.loading import load_module
 
-    check_model_args(args)
-    return load_module(
-        args.ckpt, map_location=resolve_device(args.device), trust_checkpoint=bool(getattr(args, "trust_checkpoint", False))
-    )
+    device = check_model_args(args)
+    return load_module(args.ckpt, map_location=device, trust_checkpoint=bool(getattr(args, "trust_checkpoint", False)))
 
 
 def skip_list(args: argparse.Namespace) -> list[dict[str, str]] | None:

@@ -16,7 +16,6 @@ from typing import Any
 
 from clipft.cli.common import (
     add_model_args,
-    check_model_args,
     kept_paths,
     load_model,
     print_json_lines,
@@ -43,14 +42,11 @@ def predict(
 
     ``skipped``: collect undecodable images there instead of stopping (``--on-bad-image skip``).
     """
-    from clipft.errors import DataError
     from clipft.evaluation.inference import predict_probs
 
-    probs = predict_probs(model, paths, batch_size, skipped)
+    probs = predict_probs(model, paths, batch_size, skipped)  # raises if every image was skipped
     if skipped:
         paths = kept_paths(paths, skipped)
-        if not paths:
-            raise DataError(f"none of the {len(skipped)} image(s) could be decoded (all skipped)")
     k = max(1, min(topk, probs.shape[1]))
     values, indices = probs.topk(k, dim=-1)
     records = []
@@ -108,7 +104,6 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
     if args.topk < 1:
         raise ConfigError(f"--topk must be at least 1, got {args.topk}")
-    check_model_args(args)
     paths = expand_image_paths(args.inputs)
     model = load_model(args)
     skipped = skip_list(args)

@@ -9,6 +9,7 @@ from typing import Any
 from clipft.data.base import DatasetIndex, ImageClassificationDataModule, Sample
 from clipft.data.images import IMAGE_EXTENSIONS, is_image_file
 from clipft.errors import DataError
+from clipft.utils.paths import is_inside
 
 
 def scan_class_folders(
@@ -35,10 +36,9 @@ def scan_class_folders(
     missing = [c for c in names if c not in found]
     if missing:
         raise DataError(f"{str(root)!r} lacks folders for classes {missing}; add them or fix the class names")
-    root_resolved = Path(os.path.realpath(root))
     samples: list[Sample] = []
     for label, name in enumerate(names):
-        files = _image_files(root / name, root_resolved, follow_symlinks)
+        files = _image_files(root / name, root, follow_symlinks)
         if not files:
             raise DataError(
                 f"class folder {str(root / name)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
@@ -48,7 +48,7 @@ def scan_class_folders(
     return names, samples
 
 
-def _image_files(folder: Path, root_resolved: Path, follow_symlinks: bool) -> list[Path]:
+def _image_files(folder: Path, root: Path, follow_symlinks: bool) -> list[Path]:
     """Image files under ``folder``, walked with errors raised (``os.walk`` would skip them silently)."""
 
     def unreadable(exc: OSError) -> None:
@@ -67,14 +67,15 @@ def _image_files(folder: Path, root_resolved: Path, follow_symlinks: bool) -> li
             continue
         seen_dirs.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        here = Path(current)
         for entry in [*dirs, *names]:
-            path = Path(current) / entry
-            if not follow_symlinks and path.is_symlink() and not Path(os.path.realpath(path)).is_relative_to(root_resolved):
+            path = here / entry
+            if not follow_symlinks and path.is_symlink() and not is_inside(path, root):
                 raise DataError(
                     f"{str(path)!r} is a symlink to {os.path.realpath(path)!r}, outside the dataset root "
-                    f"{str(root_resolved)!r}; remove it, or set data.follow_symlinks=true if you trust it"
+                    f"{os.path.realpath(root)!r}; remove it, or set data.follow_symlinks=true if you trust it"
                 )
-        files.extend(Path(current) / n for n in names if is_image_file(Path(current) / n) and (Path(current) / n).is_file())
+        files.extend(here / n for n in names if is_image_file(n) and (here / n).is_file())
     return sorted(files)
 
 
@@ -104,7 +105,7 @@ def read_list_file(
     """
     path = Path(path)
     base = image_root or path.parent
-    base_resolved = Path(os.path.realpath(base))
+    base_resolved = Path(os.path.realpath(base))  # once, not per line
     samples: list[Sample] = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         line = line.strip()
@@ -161,7 +162,7 @@ class FolderDataModule(ImageClassificationDataModule):
     ) -> None:
         super().__init__(**kwargs)
         # one rule for folders and list files: nothing outside the root unless the user says so
-        self.allow_paths_outside_root = bool(allow_paths_outside_root) or bool(follow_symlinks)
+        # (either key allows it for both)
         self.follow_symlinks = bool(follow_symlinks) or bool(allow_paths_outside_root)
         if not root and not train_list:
             raise DataError(
@@ -190,7 +191,7 @@ class FolderDataModule(ImageClassificationDataModule):
         image_root = self.resolve(self.root) if self.root else None
         splits = {
             split: read_list_file(
-                self.resolve(path, f"data.{split}_list"), names, image_root, self.allow_paths_outside_root
+                self.resolve(path, f"data.{split}_list"), names, image_root, self.follow_symlinks
             )
             for split, path in self.lists.items()
             if path

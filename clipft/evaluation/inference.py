@@ -107,7 +107,7 @@ def predict_probs(
     device, transform, out = model_device(model), eval_transform(model), []
     for _, pixels in batches(paths, transform, batch_size, skipped):
         out.append(model(pixels.to(device)).float().softmax(dim=-1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, len(getattr(model, "class_names", []) or []))
+    return _concat(out, paths)
 
 
 def clip_backbone(model: nn.Module, what: str = "text/image matching") -> nn.Module:
@@ -140,9 +140,14 @@ def image_features(
     device, transform, out = model_device(model), eval_transform(model), []
     for _, pixels in batches(paths, transform, batch_size, skipped):
         out.append(nn.functional.normalize(backbone.encode_image(pixels.to(device)).float(), dim=-1).cpu())
-    if not out:
+    return _concat(out, paths)
+
+
+def _concat(chunks: list[torch.Tensor], paths: Sequence[Any]) -> torch.Tensor:
+    """The per-batch outputs as one tensor; none at all (every image skipped) is a one-line error."""
+    if not chunks:
         raise DataError(f"none of the {len(paths)} image(s) could be decoded")
-    return torch.cat(out)
+    return torch.cat(chunks)
 
 
 def text_features(model: nn.Module, prompts_per_item: Sequence[Sequence[str]]) -> torch.Tensor:

@@ -27,10 +27,6 @@ FORMAT = "clipft-dual-encoder"
 TEXT_PREFIX = "text."
 
 
-def is_backbone_folder(path: str | Path | None) -> bool:
-    return path is not None and (Path(str(path)).expanduser() / CONFIG_NAME).is_file()
-
-
 def read_folder_config(path: str | Path) -> dict[str, Any]:
     folder = Path(str(path)).expanduser()
     file = folder / CONFIG_NAME

@@ -60,11 +60,8 @@ class DualEncoderBackbone(nn.Module):
 
             from_folder = read_folder_config(name_or_path)
             image_tower = {**from_folder["image_tower"], "pretrained": False}
-            text_tower = {
-                "max_length": int(from_folder.get("text_tower", {}).get("max_length", 64)),
-                **{k: v for k, v in (text_tower or {}).items() if k == "max_length"},
-                "name_or_path": str(Path(str(name_or_path)).expanduser() / TEXT_DIR),
-            }
+            max_length = (text_tower or {}).get("max_length") or from_folder.get("text_tower", {}).get("max_length", 64)
+            text_tower = {"max_length": int(max_length), "name_or_path": str(Path(str(name_or_path)).expanduser() / TEXT_DIR)}
             embed_dim = int(from_folder["embed_dim"])
             pre = from_folder["preprocessing"]
             image_size, image_mean, image_std = image_size or pre.get("image_size"), image_mean or pre.get("mean"), image_std or pre.get("std")

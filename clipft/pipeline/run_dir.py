@@ -45,7 +45,14 @@ class RunDir:
     task: str = "train"
     resume_from: Path | None = None
     log_dir: Path | None = None
+    # the class names recorded in ``resume_from`` (read once, by check_resumable)
+    resumed_classes: list[str] | None = None
     begun: bool = False
+
+    def check_classes(self, class_names: list[str]) -> None:
+        """A resumed run's dataset has the classes its checkpoint was trained on."""
+        if self.resume_from is not None:
+            check_resumed_classes(self.resumed_classes, class_names, self.resume_from)
 
     def begin(self) -> RunDir:
         """Take the directory: claim it, note the resume, keep the old CSV log, clean up temp files.
@@ -69,11 +76,12 @@ def prepare_run_dir(cfg: DictConfig, task: str = "train") -> RunDir:
     """Resolve ``ckpt_path`` for a resumed training run (pointing ``paths.output_dir`` at the run it
     continues, after checking that it is the same experiment); a fresh run claims its directory at
     once, a resumed one when :meth:`RunDir.begin` is called after the remaining checks."""
-    resume_from = resolve_resume(cfg) if task == "train" else None
+    resume_from = locate_resume_checkpoint(cfg) if task == "train" else None
     output_dir = Path(cfg.paths.output_dir)
     run = RunDir(output_dir, task)
     if resume_from is None:
         return run.begin()
+    run.resumed_classes = check_resumable(resume_from, cfg)
     OmegaConf.update(cfg, "ckpt_path", str(resume_from), merge=False)
     run.resume_from = resume_from
     original = run_dir_of(resume_from)
@@ -125,12 +133,8 @@ def check_same_experiment(run_dir: Path, cfg: DictConfig, ckpt: Path) -> None:
         )
 
 
-def check_resumed_classes(cfg: DictConfig, class_names: list[str]) -> None:
-    """The dataset's classes are those the resumed checkpoint was trained on."""
-    ckpt = cfg.get("ckpt_path")
-    if not ckpt:
-        return
-    recorded = (read_checkpoint(ckpt).get("hyper_parameters") or {}).get("class_names")
+def check_resumed_classes(recorded: list[str] | None, class_names: list[str], ckpt: str | Path) -> None:
+    """The dataset's classes (``class_names``) are those ``ckpt`` recorded (``recorded``; None: not recorded)."""
     if recorded is None or list(recorded) == list(class_names):
         return
     old, new = list(recorded), list(class_names)
@@ -178,6 +182,14 @@ def remove_stale_temp_files(output_dir: Path) -> list[Path]:
 # ---------------------------------------------------------------------------------------- resume
 def resolve_resume(cfg: DictConfig) -> Path | None:
     """The checkpoint ``ckpt_path`` means (``last``, a run dir or a file), checked loadable and of the right kind."""
+    path = locate_resume_checkpoint(cfg)
+    if path is not None:
+        check_resumable(path, cfg)
+    return path
+
+
+def locate_resume_checkpoint(cfg: DictConfig) -> Path | None:
+    """The checkpoint file ``ckpt_path`` means (``last``, a run dir or a file); not yet read."""
     raw = cfg.get("ckpt_path")
     if raw in (None, "", False):
         return None
@@ -201,7 +213,6 @@ def resolve_resume(cfg: DictConfig) -> Path | None:
             raise ConfigError(
                 f"ckpt_path={raw!r} does not exist; pass a checkpoint file, a run directory, or ckpt_path=last"
             )
-    check_resumable(path, cfg)
     return path
 
 
@@ -211,8 +222,9 @@ def find_last_checkpoint(runs_dir: Path) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-def check_resumable(path: Path, cfg: DictConfig) -> None:
-    """Loads with ``weights_only=True``, holds training state, and was trained by the configured module."""
+def check_resumable(path: Path, cfg: DictConfig) -> list[str] | None:
+    """Loads with ``weights_only=True``, holds training state, and was trained by the configured module;
+    returns the class names it recorded (None if it recorded none)."""
     ckpt = read_checkpoint(path)
     if "loops" not in ckpt or "optimizer_states" not in ckpt:
         raise CheckpointError(
@@ -226,6 +238,8 @@ def check_resumable(path: Path, cfg: DictConfig) -> None:
             f"{str(path)!r} was trained by {recorded}, but model._target_={target}; resume with the same "
             "model config (model=...) or use init_from for a new run"
         )
+    names = (ckpt.get("hyper_parameters") or {}).get("class_names")
+    return list(names) if names is not None else None
 
 
 def run_dir_of(ckpt: Path) -> Path | None:

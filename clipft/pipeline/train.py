@@ -10,7 +10,6 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from clipft.callbacks.safe_checkpoint import is_inside
 from clipft.errors import CheckpointError, ConfigError
 from clipft.evaluation.artefacts import write_run_artefacts
 from clipft.evaluation.metrics import classification_report
@@ -23,10 +22,11 @@ from clipft.pipeline.building import (
     to_plain,
 )
 from clipft.pipeline.launch import trainer_for_test
-from clipft.pipeline.run_dir import check_resumed_classes, prepare_run_dir
+from clipft.pipeline.run_dir import prepare_run_dir
 from clipft.pipeline.run_info import run_info
 from clipft.pipeline.validation import validate_config
 from clipft.utils.io import atomic_write_json, atomic_write_text
+from clipft.utils.paths import is_inside
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    check_resumed_classes(cfg, list(datamodule.class_names))  # before the run's record is rewritten
+    run_dir.check_classes(list(datamodule.class_names))  # before the run's record is rewritten
     check_has_validation(cfg, datamodule)
     run_dir.begin()  # only now is a resumed run's directory touched
     output_dir.mkdir(parents=True, exist_ok=True)
