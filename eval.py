@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path="clipft/conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     from clipft.pipeline.cli import eval_entry
 

@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="clipft/conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from clipft.pipeline.cli import train_entry
 

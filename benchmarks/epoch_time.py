@@ -76,7 +76,7 @@ class NaiveDataset(torch.utils.data.Dataset):
 def make_step(kind: str, image_size: int, num_classes: int):
     if kind == "none":
         return lambda images, labels: None
-    from clipft.modules import CLIPFineTune
+    from clipft.methods import CLIPFineTune
 
     module = CLIPFineTune(
         class_names=[f"sign {i}" for i in range(num_classes)],

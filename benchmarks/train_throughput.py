@@ -98,7 +98,7 @@ def compose_config(args: argparse.Namespace, out_dir: str):
         "~callbacks.model_checkpoint",
         "logger=csv",
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "clipft" / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
@@ -157,7 +157,7 @@ class PlainLoop:
     """The hand-written loop: the module's encoders and losses, torch optimizer and scheduler."""
 
     def __init__(self, module, loader, precision: str, device: torch.device) -> None:
-        from clipft.modules.losses import contrastive_loss
+        from clipft.methods.losses import contrastive_loss
 
         self.contrastive_loss = contrastive_loss
         self.module = module.to(device).train()

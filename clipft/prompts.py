@@ -2,8 +2,9 @@
 
 Every CLIP-style module builds its text side from :func:`build_prompt_set`, so the zero-shot
 head, the fine-tuning loss, the linear-probe initialisation and the CLIs all see the same
-prompts. Template sets live in ``conf/prompts/*.yaml``; descriptions in
-``class_descriptions/<dataset>.yaml``.
+prompts. Template sets live in ``clipft/conf/prompts/*.yaml``; descriptions in
+``clipft/class_descriptions/<dataset>.yaml``. Both ship inside the package and are found through
+:mod:`importlib.resources`, so an installed wheel needs no source checkout.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
 # What the contrastive loss encodes for a class at each step.
 # ``per_image``: every image of the batch gets its own random caption of its class (alignment).
 TRAIN_PROMPT_MODES = ("first", "name", "random", "description", "per_image")
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# "class_descriptions/x.yaml" and "conf/prompts/x.yaml" name files shipped inside the package
+PACKAGE_FILES = ("class_descriptions", "conf")
 
 
 def format_template(template: str, name: str) -> str:
@@ -34,13 +36,23 @@ def format_template(template: str, name: str) -> str:
     raise ConfigError(f"prompt template {template!r} has no '{{}}' or '{{name}}' placeholder for the class name")
 
 
+def package_file(relative: str | Path) -> Path:
+    """A file shipped in the clipft package (``class_descriptions/gtsrb.yaml``, ``conf/prompts/simple.yaml``)."""
+    from importlib.resources import files
+
+    return Path(str(files("clipft").joinpath(*Path(relative).parts)))
+
+
 def resolve_project_file(path: str | Path) -> Path:
-    """``path`` as given, else relative to the project root (so ``class_descriptions/x.yaml`` works anywhere)."""
+    """``path`` as given when it exists, else the packaged file of that name (``class_descriptions/x.yaml``)."""
     path = Path(path).expanduser()
     if path.exists() or path.is_absolute():
         return path
-    candidate = PROJECT_ROOT / path
-    return candidate if candidate.exists() else path
+    if path.parts and path.parts[0] in PACKAGE_FILES:
+        candidate = package_file(path)
+        if candidate.exists():
+            return candidate
+    return path
 
 
 def _read_yaml_mapping(path: Path, what: str) -> Mapping[Any, Any]:

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from clipft.callbacks import EMAWeights
 from clipft.errors import ConfigError
-from clipft.modules import ClassificationModule
+from clipft.methods import ClassificationModule
 
 
 class TinyClassifier(ClassificationModule):

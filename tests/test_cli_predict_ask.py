@@ -102,7 +102,7 @@ def test_ask_needs_a_text_tower():
 
 def test_checkpoint_records_the_preprocessing_to_replay(colour_run):
     from clipft.evaluation.inference import model_preprocessing
-    from clipft.modules.loading import load_module
+    from clipft.methods.loading import load_module
 
     ckpt = torch.load(colour_run["ckpt"], map_location="cpu", weights_only=True)
     recorded = ckpt["clipft"]["preprocessing"]

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from clipft.errors import CheckpointError, ConfigError
-from clipft.modules import CLIPFineTune, CLIPLinearProbe, CLIPZeroShot
-from clipft.modules.layer_decay import parameter_depth
-from clipft.modules.wise_ft import interpolate_state_dicts, wise_ft_sweep
+from clipft.methods import CLIPFineTune, CLIPLinearProbe, CLIPZeroShot
+from clipft.methods.layer_decay import parameter_depth
+from clipft.methods.wise_ft import interpolate_state_dicts, wise_ft_sweep
 
 CLASSES = ["stop", "yield", "keep left"]
 OPT = {"_target_": "torch.optim.AdamW", "lr": 1e-3, "weight_decay": 0.0}

@@ -10,7 +10,7 @@ import torch
 from omegaconf import open_dict
 
 from clipft.errors import ConfigError
-from clipft.modules.loading import load_module
+from clipft.methods.loading import load_module
 from conftest import FAST, compose
 
 TINY = [*FAST, "trainer.max_epochs=1", "data.train_per_class=6", "data.test_per_class=3", "logger=none"]

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from clipft.errors import ConfigError
-from clipft.modules.batch_mixing import BatchMixer
+from clipft.methods.batch_mixing import BatchMixer
 
 NUM_CLASSES = 6
 

@@ -50,7 +50,7 @@ def test_train_then_eval_reproduces_the_test_numbers(tmp_path):
     assert 0.0 <= metrics["summary"]["test_accuracy"] <= 1.0
     best = run_dir / "checkpoints" / "best.ckpt"
     ckpt = torch.load(best, weights_only=True)  # plain hyper-parameters only
-    assert ckpt["clipft"]["module"] == "clipft.modules.cnn_transfer.CNNTransfer"
+    assert ckpt["clipft"]["module"] == "clipft.methods.cnn_transfer.CNNTransfer"
     assert ckpt["hyper_parameters"]["backbone"]["name"] == "mobilenet_v3_small"
 
     eval_dir = tmp_path / "eval"

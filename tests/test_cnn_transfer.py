@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from clipft.callbacks import TwoStageFinetuning
 from clipft.errors import ConfigError
-from clipft.modules import CNNTransfer
-from clipft.modules.loading import load_module
+from clipft.methods import CNNTransfer
+from clipft.methods.loading import load_module
 
 CLASSES = ["stop", "yield", "keep_left"]
 
@@ -180,7 +180,7 @@ def test_bad_settings_are_config_errors():
 
 
 def test_stage_callback_needs_a_module_with_blocks(tmp_path):
-    from clipft.modules import ClassificationModule
+    from clipft.methods import ClassificationModule
 
     class NoBlocks(ClassificationModule):
         def __init__(self):

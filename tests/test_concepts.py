@@ -11,13 +11,13 @@ from clipft.errors import ConfigError
 from clipft.evaluation.concepts import load_concept_map, shared_class_ids, split_accuracy
 from conftest import ROOT
 
-MAP = ROOT / "class_descriptions" / "concepts_gtsrb_traffic_signs.yaml"
+MAP = ROOT / "clipft" / "class_descriptions" / "concepts_gtsrb_traffic_signs.yaml"
 
 
 def signs58_names() -> dict[int, str]:
     """labels.csv's names, as the comments of class_descriptions/traffic_signs.yaml record them."""
     names = {}
-    for line in (ROOT / "class_descriptions" / "traffic_signs.yaml").read_text().splitlines():
+    for line in (ROOT / "clipft" / "class_descriptions" / "traffic_signs.yaml").read_text().splitlines():
         match = re.match(r"^(\d+): \[.*\]\s+#\s*(.+)$", line)
         if match:  # "Bicycles crossing, warning triangle": the qualifier after the comma is the file's own
             names[int(match.group(1))] = match.group(2).split(", ")[0].strip()

@@ -62,7 +62,7 @@ def test_two_process_ddp_run_writes_one_run_dir_full_test_report_and_loadable_ch
     assert {k: ddp_shape.get(k) for k in single_shape} == single_shape  # the pipeline may add keys
     assert {"test_accuracy", "test_macro_f1", "test_ece"} <= set(metrics["summary"])
 
-    from clipft.modules.loading import load_module
+    from clipft.methods.loading import load_module
 
     model = load_module(run_dir / "checkpoints" / "best.ckpt")
     with torch.no_grad():

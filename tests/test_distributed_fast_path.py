@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from clipft.modules import CLIPFineTune
-from clipft.modules.fast_path import with_fused_optimizer
-from clipft.modules.prompt_tokens import PromptTokenCache
+from clipft.methods import CLIPFineTune
+from clipft.methods.fast_path import with_fused_optimizer
+from clipft.methods.prompt_tokens import PromptTokenCache
 
 ADAMW = {"_target_": "torch.optim.AdamW", "lr": 1e-3, "weight_decay": 0.05}
 
@@ -33,7 +33,7 @@ def test_fused_adamw_only_for_cuda_and_never_over_an_explicit_choice():
 
 
 def test_module_on_cuda_asks_for_fused_adamw_and_on_cpu_for_the_default(monkeypatch):
-    import clipft.modules.classification as classification
+    import clipft.methods.classification as classification
 
     module = _module()
     assert not _optimizer(module.configure_optimizers()).defaults.get("fused")

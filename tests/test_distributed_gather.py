@@ -7,8 +7,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from clipft.modules.distributed import gather_eval_outputs, gather_with_grad, world_size
-from clipft.modules.losses import contrastive_loss
+from clipft.methods.distributed import gather_eval_outputs, gather_with_grad, world_size
+from clipft.methods.losses import contrastive_loss
 
 WORLD = 2
 LABELS = torch.tensor([0, 1, 1, 2, 0, 3, 2, 1])  # same-class pairs straddle the two ranks

@@ -16,7 +16,7 @@ from clipft.evaluation.gradcam import (
     save_gradcam_grid,
     vit_reshape_transform,
 )
-from clipft.modules.classification import ClassificationModule
+from clipft.methods.classification import ClassificationModule
 
 SGD = {"_target_": "torch.optim.SGD", "lr": 0.1}
 PRE = {"image_size": 64, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
@@ -87,7 +87,7 @@ def test_vit_reshape_drops_cls_and_keeps_patch_order():
 
 
 def test_clip_image_tower_uses_last_block_norm(tmp_path):
-    from clipft.modules import CLIPFineTune
+    from clipft.methods import CLIPFineTune
 
     torch.manual_seed(0)
     model = CLIPFineTune(

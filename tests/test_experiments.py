@@ -106,7 +106,7 @@ def test_exp3_needs_a_checkpoint_and_anneals_to_5e_12():
 
 
 def test_exp3_schedule_really_ends_at_eta_min():
-    from clipft.modules.optim import build_scheduler
+    from clipft.methods.optim import build_scheduler
 
     cfg = compose_experiment("exp3")
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=cfg.model.optimizer.lr)
@@ -217,7 +217,7 @@ def test_zeroshot_ensemble_smoke(tmp_path, tiny_clip_dir):
 
 # ---------------------------------------------------------------------------- init_from
 def tiny_module(tiny_clip_dir, classes: list[str]):
-    from clipft.modules import CLIPFineTune
+    from clipft.methods import CLIPFineTune
 
     return CLIPFineTune(
         classes, clip={"_target_": "clipft.models.HFCLIPBackbone", "name_or_path": str(tiny_clip_dir)},

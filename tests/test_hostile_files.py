@@ -22,7 +22,7 @@ import torch
 
 from clipft.cli import ask, predict
 from clipft.errors import CheckpointError, ConfigError, DataError, DiskFull
-from clipft.modules.loading import load_module
+from clipft.methods.loading import load_module
 from clipft.utils.checkpoint_io import read_checkpoint
 from clipft.utils.safe_targets import UntrustedCheckpointError
 from conftest import ROOT, compose, run_script
@@ -233,7 +233,7 @@ def test_resume_with_the_same_root_but_other_classes_names_the_classes(colour_ru
 
     from clipft.pipeline.run_dir import RunDir, check_resumable
 
-    cfg = OmegaConf.create({"model": {"_target_": "clipft.modules.CLIPFineTune"}})
+    cfg = OmegaConf.create({"model": {"_target_": "clipft.methods.CLIPFineTune"}})
     run = RunDir(colour_run["run_dir"], resume_from=colour_run["ckpt"], resumed_classes=check_resumable(colour_run["ckpt"], cfg))
     run.check_classes(["blue", "green", "red"])
     with pytest.raises(CheckpointError, match=r"other classes.*3 classes -> 2.*not in the data: \['red'\]"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from clipft.modules.losses import contrastive_loss, contrastive_targets
+from clipft.methods.losses import contrastive_loss, contrastive_targets
 
 
 def _features(n: int = 5, d: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -109,7 +109,7 @@ def test_template_sets_load_and_compose_into_the_model():
     assert list(cfg.model.prompts.templates) == sets["traffic"]
 
 
-def test_relative_description_path_resolves_from_the_project_root(monkeypatch, tmp_path):
+def test_relative_description_path_resolves_to_the_packaged_file(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     assert Path("class_descriptions/gtsrb.yaml").exists() is False
     from clipft.data.synthetic_signs import SIGN_CLASSES

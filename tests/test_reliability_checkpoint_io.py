@@ -59,7 +59,7 @@ def test_unsafe_checkpoint_is_refused_naming_the_blocked_global(tmp_path):
     torch.save({"obj": NotAllowed()}, path)
     with pytest.raises(CheckpointError, match=r"strange\.ckpt.*refused.*GLOBAL test_reliability_checkpoint_io\.NotAllowed"):
         AtomicCheckpointIO().load_checkpoint(path, weights_only=False)  # asking for unpickling changes nothing
-    from clipft.modules.loading import read_checkpoint
+    from clipft.methods.loading import read_checkpoint
 
     with pytest.raises(CheckpointError, match="can run any code"):
         read_checkpoint(path)

@@ -39,7 +39,7 @@ def test_image_paths_with_spaces_and_unicode(tmp_path):
 
 def tiny_checkpoint(path, class_names, tmp_path):
     """A clipft checkpoint (module + plain hparams + weights) of a tiny CLIP for ``class_names``."""
-    from clipft.modules.classification import module_class_path, plain_containers
+    from clipft.methods.classification import module_class_path, plain_containers
     from clipft.pipeline.building import build_model
 
     model = build_model(compose([], root=tmp_path), class_names)

@@ -98,11 +98,11 @@ def test_resume_errors_are_clear(tmp_path):
     with pytest.raises(ConfigError, match=r"ckpt_path=last: no last\.ckpt under .*run_name='nobody'"):
         resolve_resume(compose(["ckpt_path=last", "run_name=nobody"], root=tmp_path))
     weights = tmp_path / "weights.ckpt"
-    torch.save({"state_dict": {}, "clipft": {"module": "clipft.modules.CLIPFineTune"}}, weights)
+    torch.save({"state_dict": {}, "clipft": {"module": "clipft.methods.CLIPFineTune"}}, weights)
     with pytest.raises(CheckpointError, match=r"weights only, no training state.*init_from="):
         resolve_resume(compose([f"ckpt_path={weights}"], root=tmp_path))
     other = tmp_path / "other.ckpt"
-    torch.save({"loops": {}, "optimizer_states": [], "clipft": {"module": "clipft.modules.cnn.CNNClassifier"}}, other)
+    torch.save({"loops": {}, "optimizer_states": [], "clipft": {"module": "clipft.methods.cnn.CNNClassifier"}}, other)
     with pytest.raises(CheckpointError, match=r"trained by clipft\.modules\.cnn\.CNNClassifier, but model\._target_"):
         resolve_resume(compose([f"ckpt_path={other}"], root=tmp_path))
 

@@ -9,8 +9,8 @@ import torch
 
 from clipft.errors import ConfigError
 from clipft.models import HFCLIPBackbone
-from clipft.modules.clip_finetune import CLIPFineTune
-from clipft.modules.losses import contrastive_loss, contrastive_targets
+from clipft.methods.clip_finetune import CLIPFineTune
+from clipft.methods.losses import contrastive_loss, contrastive_targets
 
 CLASSES = ["stop", "yield", "keep left"]
 OPT = {"_target_": "torch.optim.AdamW", "lr": 3e-3, "weight_decay": 0.0}

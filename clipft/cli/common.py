@@ -67,7 +67,7 @@ def resolve_device(name: str) -> str:
 
 def load_model(args: argparse.Namespace):
     """The checkpoint's module, rebuilt from its hyper-parameters alone (no training config needed)."""
-    from clipft.modules.loading import load_module
+    from clipft.methods.loading import load_module
 
     device = check_model_args(args)
     return load_module(args.ckpt, map_location=device, trust_checkpoint=bool(getattr(args, "trust_checkpoint", False)))

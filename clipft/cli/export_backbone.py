@@ -24,7 +24,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from clipft.errors import CheckpointError
     from clipft.models.backbone_folder import save_backbone_folder
-    from clipft.modules.loading import load_module
+    from clipft.methods.loading import load_module
 
     module = load_module(args.ckpt)
     backbone = getattr(module, "backbone", None)

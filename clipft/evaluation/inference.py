@@ -152,7 +152,7 @@ def _concat(chunks: list[torch.Tensor], paths: Sequence[Any]) -> torch.Tensor:
 
 def text_features(model: nn.Module, prompts_per_item: Sequence[Sequence[str]]) -> torch.Tensor:
     """One embedding per item, built like a class's zero-shot weight (mean of normalised prompt embeddings)."""
-    from clipft.modules.zeroshot_head import zeroshot_weights
+    from clipft.methods.zeroshot_head import zeroshot_weights
 
     model.eval()
     return zeroshot_weights(clip_backbone(model), prompts_per_item, model_device(model)).cpu()

@@ -19,11 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from clipft.errors import ConfigError
 from clipft.evaluation.metrics import classification_report
-from clipft.modules.loading import load_module
-from clipft.modules.wise_ft import wise_ft_sweep
+from clipft.methods.loading import load_module
+from clipft.methods.wise_ft import wise_ft_sweep
 from clipft.pipeline.building import build_datamodule, build_loggers, build_model, build_trainer, to_plain
 from clipft.pipeline.run_info import run_info
-from clipft.prompts import PROJECT_ROOT, load_template_set
+from clipft.prompts import load_template_set, package_file
 from clipft.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def template_set_path(name: str) -> Path:
                 roots.append(Path(source.path))
     except Exception:  # noqa: BLE001 - not under @hydra.main (tests composing by hand)
         pass
-    roots.append(PROJECT_ROOT / "conf")
+    roots.append(package_file("conf"))
     for root in roots:
         path = root / "prompts" / f"{name}.yaml"
         if path.is_file():

@@ -13,7 +13,7 @@ from clipft.evaluation.artefacts import write_run_artefacts
 from clipft.evaluation.calibration import calibration_report
 from clipft.evaluation.inference import loader_predictions, model_preprocessing
 from clipft.evaluation.metrics import classification_report
-from clipft.modules.loading import load_module
+from clipft.methods.loading import load_module
 from clipft.pipeline.building import build_datamodule, build_loggers, build_trainer, to_plain
 from clipft.pipeline.clip_eval import run_clip_eval, wants_clip_eval
 from clipft.pipeline.run_dir import prepare_run_dir

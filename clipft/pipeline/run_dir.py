@@ -25,7 +25,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from clipft.errors import CheckpointError, ConfigError
-from clipft.modules.loading import read_checkpoint
+from clipft.methods.loading import read_checkpoint
 from clipft.pipeline.launch import is_global_zero_process
 from clipft.utils.io import append_json_line, atomic_write_json
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from lightning import LightningModule
 
 from clipft.errors import CheckpointError
-from clipft.modules.loading import read_checkpoint
+from clipft.methods.loading import read_checkpoint
 from clipft.pipeline.evaluate import check_classes
 
 log = logging.getLogger(__name__)

@@ -25,14 +25,14 @@ from clipft.errors import CheckpointError
 
 # Written as strings so that checking a name never imports anything the file chose.
 _MODULES = (
-    "clipft.modules.CLIPFineTune",
-    "clipft.modules.clip_finetune.CLIPFineTune",
-    "clipft.modules.CLIPLinearProbe",
-    "clipft.modules.clip_linear_probe.CLIPLinearProbe",
-    "clipft.modules.CLIPZeroShot",
-    "clipft.modules.clip_zeroshot.CLIPZeroShot",
-    "clipft.modules.CNNTransfer",
-    "clipft.modules.cnn_transfer.CNNTransfer",
+    "clipft.methods.CLIPFineTune",
+    "clipft.methods.clip_finetune.CLIPFineTune",
+    "clipft.methods.CLIPLinearProbe",
+    "clipft.methods.clip_linear_probe.CLIPLinearProbe",
+    "clipft.methods.CLIPZeroShot",
+    "clipft.methods.clip_zeroshot.CLIPZeroShot",
+    "clipft.methods.CNNTransfer",
+    "clipft.methods.cnn_transfer.CNNTransfer",
 )
 _BACKBONES = (
     "clipft.models.HFCLIPBackbone",

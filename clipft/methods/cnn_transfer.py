@@ -18,8 +18,8 @@ from torch import nn
 
 from clipft.callbacks.finetuning import TwoStageFinetuning
 from clipft.errors import ConfigError
-from clipft.modules.batch_mixing import BatchMixer
-from clipft.modules.classification import ClassificationModule
+from clipft.methods.batch_mixing import BatchMixer
+from clipft.methods.classification import ClassificationModule
 from clipft.utils.instantiate import instantiate
 
 DEFAULT_BACKBONE = {"_target_": "clipft.models.build_torchvision_backbone", "name": "mobilenet_v3_small", "pretrained": False}
@@ -33,7 +33,7 @@ class CNNTransfer(ClassificationModule):
         backbone: ``{_target_: clipft.models.build_torchvision_backbone, name, pretrained}``;
             anything returning a module with ``feature_dim`` and ``blocks()`` works.
         optimizer: ``{_target_: torch.optim.AdamW, lr, weight_decay, ...}``; ``lr`` is the head's.
-        scheduler: ``{name: onecycle | cosine | none, ...}`` (see :mod:`clipft.modules.optim`).
+        scheduler: ``{name: onecycle | cosine | none, ...}`` (see :mod:`clipft.methods.optim`).
         backbone_lr: LR of the body once unfrozen (default ``lr / 10``).
         finetuning: ``{head_epochs, unfreeze_blocks}``; ``null`` fine-tunes everything from the start.
         mixing: ``{mixup_alpha, cutmix_alpha, prob, switch_prob}`` for :class:`BatchMixer`.

@@ -19,12 +19,12 @@ import torch
 from torch import nn
 
 from clipft.errors import CheckpointError, ConfigError
-from clipft.modules.classification import ClassificationModule
-from clipft.modules.distributed import gather_with_grad
-from clipft.modules.layer_decay import layer_decay_groups
-from clipft.modules.losses import TARGET_MODES, contrastive_loss
-from clipft.modules.prompt_tokens import PromptTokenCache
-from clipft.modules.zeroshot_head import TEXT_BATCH, encode_texts, zeroshot_weights
+from clipft.methods.classification import ClassificationModule
+from clipft.methods.distributed import gather_with_grad
+from clipft.methods.layer_decay import layer_decay_groups
+from clipft.methods.losses import TARGET_MODES, contrastive_loss
+from clipft.methods.prompt_tokens import PromptTokenCache
+from clipft.methods.zeroshot_head import TEXT_BATCH, encode_texts, zeroshot_weights
 from clipft.prompts import prompt_set_from_config
 from clipft.utils.instantiate import instantiate
 
@@ -317,7 +317,7 @@ def _embed_dim(backbone: nn.Module) -> int:
 
 def _probe_head_from_checkpoint(path: str, class_names: Sequence[str], shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
     """LP-FT: the ``head.weight``/``head.bias`` of a :class:`CLIPLinearProbe` checkpoint."""
-    from clipft.modules.loading import read_checkpoint
+    from clipft.methods.loading import read_checkpoint
 
     ckpt = read_checkpoint(path)
     state = ckpt.get("state_dict", {})

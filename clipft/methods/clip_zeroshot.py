@@ -1,7 +1,7 @@
 """CLIPZeroShot: classification with no training, from prompts alone; single models or ensembles.
 
 Each member is a CLIP-style backbone with its own zero-shot head (see
-:mod:`clipft.modules.zeroshot_head`), computed once. An ensemble averages the members'
+:mod:`clipft.methods.zeroshot_head`), computed once. An ensemble averages the members'
 **probabilities** with weights; ``prob_floor`` zeroes each member's probabilities below the
 floor before averaging (the competition recipe: a member's near-zero votes are noise, not
 evidence), then renormalises. ``forward`` returns log-probabilities, so ``softmax(forward(x))``
@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from clipft.errors import ConfigError
-from clipft.modules.classification import ClassificationModule
-from clipft.modules.zeroshot_head import zeroshot_weights
+from clipft.methods.classification import ClassificationModule
+from clipft.methods.zeroshot_head import zeroshot_weights
 from clipft.prompts import prompt_set_from_config
 from clipft.utils.instantiate import instantiate
 

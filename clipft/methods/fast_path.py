@@ -6,7 +6,7 @@
   device decides.
 * bf16 autocast is chosen by ``trainer.precision=auto`` (:func:`clipft.pipeline.building.resolve_precision`);
   SDPA attention is the backbones' default (``attn_implementation: sdpa``); the CNN baseline
-  runs ``channels_last``; class prompts are tokenised once (:mod:`clipft.modules.prompt_tokens`).
+  runs ``channels_last``; class prompts are tokenised once (:mod:`clipft.methods.prompt_tokens`).
 """
 
 from __future__ import annotations

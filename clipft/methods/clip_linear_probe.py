@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from clipft.errors import ConfigError, DataError
-from clipft.modules.classification import ClassificationModule
+from clipft.methods.classification import ClassificationModule
 from clipft.utils.instantiate import instantiate
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,9 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score
 
 from clipft.errors import ConfigError
-from clipft.modules.distributed import gather_test_outputs
-from clipft.modules.fast_path import with_fused_optimizer
-from clipft.modules.optim import build_optimizer, build_scheduler, param_groups
+from clipft.methods.distributed import gather_test_outputs
+from clipft.methods.fast_path import with_fused_optimizer
+from clipft.methods.optim import build_optimizer, build_scheduler, param_groups
 
 ECE_BINS = 15
 
