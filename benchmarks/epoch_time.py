@@ -76,9 +76,9 @@ class NaiveDataset(torch.utils.data.Dataset):
 def make_step(kind: str, image_size: int, num_classes: int):
     if kind == "none":
         return lambda images, labels: None
-    from clipft.methods import CLIPFineTune
+    from clipft.methods import ContrastiveFineTune
 
-    module = CLIPFineTune(
+    module = ContrastiveFineTune(
         class_names=[f"sign {i}" for i in range(num_classes)],
         clip={"_target_": "clipft.models.HFCLIPBackbone", "config": {"vision_config": {"image_size": image_size}}},
         optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-4},

@@ -1,10 +1,10 @@
-"""Training-step throughput of CLIPFineTune through Lightning against a plain PyTorch loop.
+"""Training-step throughput of ContrastiveFineTune through Lightning against a plain PyTorch loop.
 
 Both sides train their own copy of the *same* module (same initial weights, built from the
 real config by ``clipft.pipeline.building.build_model``), with the same optimizer and LR
 schedule (``module.configure_optimizers``), on the same in-memory batches. The plain loop
 re-implements only the loop: it calls the module's encoders and ``contrastive_loss`` /
-``classification_loss`` exactly as ``CLIPFineTune.training_step`` does (a check at start-up
+``classification_loss`` exactly as ``ContrastiveFineTune.training_step`` does (a check at start-up
 asserts the two losses are equal), then ``zero_grad / backward / step / scheduler.step``.
 
 The two are interleaved in one process so machine drift cancels: a Lightning callback
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     diff = check_same_math(base_module, batches, args, device)
     print(f"same-math check: |training_step loss - plain loss| = {diff:.2e}")
     if diff > 1e-3:
-        raise SystemExit("the plain loop does not compute CLIPFineTune's loss: fix the benchmark first")
+        raise SystemExit("the plain loop does not compute ContrastiveFineTune's loss: fix the benchmark first")
 
     flops = train_flops_per_step(base_module, args.batch_size, image_size, args.preset)
     peak = peak_flops(args) if device.type == "cuda" else None

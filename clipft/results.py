@@ -21,6 +21,7 @@ import pandas as pd
 import yaml
 
 from clipft.errors import ConfigError, DataError
+from clipft.evaluation.headline import percent_columns, table_columns, table_values
 from clipft.utils.io import atomic_write_text
 
 METRICS_FILE = "metrics.json"
@@ -28,8 +29,8 @@ HYDRA_DIR = ".hydra"
 # how a Hydra job ended, written by clipft.pipeline.hydra_callbacks.JobStatusRecorder
 JOB_STATUS_FILE = "job_status.json"
 
-# column -> header shown in the markdown table
-COLUMNS: dict[str, str] = {
+# column -> header shown in the markdown table (the headline metrics' columns are added by columns())
+BASE_COLUMNS: dict[str, str] = {
     "method": "method",
     "model": "model",
     "data": "data",
@@ -40,13 +41,18 @@ COLUMNS: dict[str, str] = {
     "n_test": "test",
     "epochs": "epochs",
     "val_acc": "val acc",
-    "test_acc": "test acc",
-    "test_macro_f1": "test macro-F1",
-    "test_ece": "test ECE",
-    "time_s": "time",
-    "status": "status",
 }
-PERCENT_COLUMNS = ("val_acc", "test_acc", "test_macro_f1")
+TAIL_COLUMNS: dict[str, str] = {"time_s": "time", "status": "status"}
+
+
+def all_columns() -> dict[str, str]:
+    """Every table column -> its header: run facts, then the headline metrics (clipft.evaluation.headline)."""
+    return {**BASE_COLUMNS, **table_columns("test"), **TAIL_COLUMNS}
+
+
+def percent_column_names() -> tuple[str, ...]:
+    return ("val_acc", *percent_columns("test"))
+
 INTEGER_COLUMNS = ("rank", "image_size", "n_train", "n_val", "n_test", "epochs")
 TEXT_HEADERS = ("method", "model", "data", "split", "status", "overrides", "run_dir")
 DEDUPE_NAMES = {"none": "random", "group": "dup-grouped", "drop": "deduped"}
@@ -165,9 +171,7 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
         "epochs": metrics.get("epochs_trained"),
         # a training run's best val epoch, or an eval run on split=val (eval.py writes val_accuracy)
         "val_acc": summary.get("best_val_acc", summary.get("val_accuracy")),
-        "test_acc": summary.get("test_accuracy"),
-        "test_macro_f1": summary.get("test_macro_f1"),
-        "test_ece": summary.get("test_ece"),
+        **table_values(summary, "test"),
         "time_s": metrics.get("duration_s"),
         "status": "ok",
         "error": None,
@@ -207,9 +211,9 @@ def _method_of_checkpoint(ckpt: str) -> str | None:
 
 # ---------------------------------------------------------------------------- tables
 def collect(paths: Iterable[str | Path], complete_only: bool = False) -> pd.DataFrame:
-    """One row per run found under ``paths`` (see :data:`COLUMNS`), in path order."""
+    """One row per run found under ``paths`` (see :func:`all_columns`), in path order."""
     rows = [run_row(d) for d in find_run_dirs(paths)]
-    frame = pd.DataFrame(rows, columns=[*COLUMNS, "error", "overrides", "run_dir", "summary"])
+    frame = pd.DataFrame(rows, columns=[*all_columns(), "error", "overrides", "run_dir", "summary"])
     if complete_only:
         frame = frame[frame["status"] == "ok"].reset_index(drop=True)
     return frame
@@ -249,20 +253,20 @@ def _as_float(value: Any) -> float | None:
 
 def format_table(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Display strings: accuracies in %, ECE to 3 decimals, time as ``1m23s``; empty cells as ``-``."""
-    columns = list(columns or [c for c in COLUMNS if c in frame.columns])
+    columns = list(columns or [c for c in all_columns() if c in frame.columns])
     out = pd.DataFrame(index=frame.index)
     for col in columns:
         values = frame[col] if col in frame.columns else pd.Series([None] * len(frame), index=frame.index)
-        out[COLUMNS.get(col, col)] = [_format(col, v) for v in values]
+        out[all_columns().get(col, col)] = [_format(col, v) for v in values]
     return out
 
 
 def _format(col: str, value: Any) -> str:
     if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)):
         return "-"
-    if col in PERCENT_COLUMNS:
+    if col in percent_column_names():
         return f"{100 * float(value):.2f}"
-    if col == "test_ece":
+    if col in table_columns("test") and col not in percent_column_names():
         return f"{float(value):.3f}"
     if col == "time_s":
         seconds = int(round(float(value)))
@@ -309,18 +313,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sort-by", help="rank by this metrics.json summary key (e.g. best_val_acc, test_accuracy)")
     parser.add_argument("--mode", choices=("max", "min"), default="max", help="ranking direction for --sort-by")
     parser.add_argument("--complete-only", action="store_true", help="leave out failed / unfinished runs")
-    parser.add_argument("--columns", help="comma-separated columns to show (default: all of %s)" % ",".join(COLUMNS))
+    parser.add_argument("--columns", help="comma-separated columns to show (default: all of %s)" % ",".join(all_columns()))
     args = parser.parse_args(argv)
     try:
         frame = collect(args.paths, complete_only=args.complete_only)
         columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
         if columns:
-            unknown = [c for c in columns if c not in COLUMNS and c not in ("overrides", "run_dir", "rank")]
+            unknown = [c for c in columns if c not in all_columns() and c not in ("overrides", "run_dir", "rank")]
             if unknown:
-                raise ConfigError(f"unknown column(s) {unknown}; choose from {list(COLUMNS)} + overrides, run_dir")
+                raise ConfigError(f"unknown column(s) {unknown}; choose from {list(all_columns())} + overrides, run_dir")
         if args.sort_by:
             frame = rank(frame, args.sort_by, args.mode)
-            columns = ["rank", *(columns or COLUMNS)]
+            columns = ["rank", *(columns or all_columns())]
     except (ConfigError, DataError) as exc:
         print(f"clipft error: {exc}", file=sys.stderr)
         return 1

@@ -122,7 +122,7 @@ def test_zeroshot_head_averages_normalised_prompt_embeddings():
 def test_a_saved_backbone_folder_reloads_by_path_to_identical_outputs(tiny_text_dir, tmp_path):
     """sign-CLIP's format: safetensors + JSON + the text tower's HF folder, loaded like a hub id."""
     from clipft.models.backbone_folder import save_backbone_folder
-    from clipft.methods import CLIPFineTune
+    from clipft.methods import ContrastiveFineTune
 
     torch.manual_seed(0)
     original = tiny_dual(tiny_text_dir, init_seed=3).eval()
@@ -137,7 +137,7 @@ def test_a_saved_backbone_folder_reloads_by_path_to_identical_outputs(tiny_text_
         assert torch.equal(original.encode_image(images), reloaded.encode_image(images))
         assert torch.equal(original.encode_text(**original.tokenize(texts)), reloaded.encode_text(**reloaded.tokenize(texts)))
     assert float(reloaded.logit_scale.detach()) == 2.5 and reloaded.preprocessing == original.preprocessing
-    module = CLIPFineTune(
+    module = ContrastiveFineTune(
         ["stop", "yield"],
         clip={"_target_": "clipft.models.DualEncoderBackbone", "name_or_path": str(folder)},
         optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-4},

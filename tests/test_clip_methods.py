@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from clipft.errors import CheckpointError, ConfigError
-from clipft.methods import CLIPFineTune, CLIPLinearProbe, CLIPZeroShot
+from clipft.methods import CLIPLinearProbe, CLIPZeroShot, ContrastiveFineTune, LinearHeadFineTune
 from clipft.methods.layer_decay import parameter_depth
 from clipft.methods.wise_ft import interpolate_state_dicts, wise_ft_sweep
 
@@ -20,8 +20,12 @@ def clip_cfg(tiny_clip_dir) -> dict:
     return {"_target_": "clipft.models.HFCLIPBackbone", "name_or_path": str(tiny_clip_dir)}
 
 
-def finetune(tiny_clip_dir, **kwargs) -> CLIPFineTune:
-    return CLIPFineTune(CLASSES, clip=clip_cfg(tiny_clip_dir), optimizer=OPT, **kwargs)
+def finetune(tiny_clip_dir, **kwargs) -> ContrastiveFineTune:
+    return ContrastiveFineTune(CLASSES, clip=clip_cfg(tiny_clip_dir), optimizer=OPT, **kwargs)
+
+
+def linear_head(tiny_clip_dir, **kwargs) -> LinearHeadFineTune:
+    return LinearHeadFineTune(CLASSES, clip=clip_cfg(tiny_clip_dir), optimizer=OPT, **kwargs)
 
 
 def images(n: int = 6, seed: int = 0) -> torch.Tensor:
@@ -30,7 +34,7 @@ def images(n: int = 6, seed: int = 0) -> torch.Tensor:
 
 def test_linear_head_from_zeroshot_reproduces_zeroshot_logits(tiny_clip_dir):
     text_head = finetune(tiny_clip_dir).eval()
-    linear = finetune(tiny_clip_dir, head="linear").eval()
+    linear = linear_head(tiny_clip_dir).eval()
     linear.initialise_head()
     x = images()
     with torch.no_grad():
@@ -58,13 +62,35 @@ def test_frozen_text_tower_trains_only_the_image_side(tiny_clip_dir):
     assert any(not torch.equal(a, b) for a, b in zip(image_before, module.backbone.image_parameters()))
 
 
+def test_frozen_zeroshot_head_trains_only_the_image_tower_and_starts_at_zeroshot(tiny_clip_dir):
+    module = linear_head(tiny_clip_dir, freeze_head=True)
+    module.on_fit_start()
+    head_before = module.head.weight.clone()
+    text_before = [p.clone() for p in module.backbone.text_parameters()]
+    with torch.no_grad():  # epoch 0 is the zero-shot classifier
+        torch.testing.assert_close(module.eval()(images()), finetune(tiny_clip_dir).eval()(images()), atol=1e-4, rtol=1e-4)
+    opt = module.configure_optimizers()
+    opt = opt["optimizer"] if isinstance(opt, dict) else opt
+    assert {g["name"].split("_")[0] for g in opt.param_groups} == {"image"}
+    module.train()
+    loss = module.training_step((images(), torch.tensor([0, 1, 2, 0, 1, 2])), 0)
+    loss.backward()
+    opt.step()
+    assert torch.equal(head_before, module.head.weight)
+    assert all(torch.equal(a, b) for a, b in zip(text_before, module.backbone.text_parameters()))
+
+
 def test_part_learning_rates_reach_the_optimizer(tiny_clip_dir):
-    module = finetune(tiny_clip_dir, head="linear", learning_rates={"image": 1e-4, "text": 2e-4, "head": 5e-3})
+    module = finetune(tiny_clip_dir, learning_rates={"image": 1e-4, "text": 2e-4})
     opt = module.configure_optimizers()
     opt = opt["optimizer"] if isinstance(opt, dict) else opt
     lrs = {g["name"]: g["lr"] for g in opt.param_groups}
-    assert lrs["image"] == 1e-4 and lrs["text"] == 2e-4 and lrs["head"] == 5e-3
+    assert lrs["image"] == 1e-4 and lrs["text"] == 2e-4
     assert lrs["other_no_decay"] == OPT["lr"]  # the temperature falls back to optimizer.lr
+    head = linear_head(tiny_clip_dir, learning_rates={"image": 1e-4, "head": 5e-3}).configure_optimizers()
+    head = head["optimizer"] if isinstance(head, dict) else head
+    lrs = {g["name"]: g["lr"] for g in head.param_groups}
+    assert lrs["head"] == 5e-3 and lrs["image"] == 1e-4 and "text" not in lrs  # the text tower only builds the head
     with pytest.raises(ConfigError, match="learning_rates"):
         finetune(tiny_clip_dir, learning_rates={"vision": 1e-4})
 
@@ -106,13 +132,13 @@ def test_lpft_starts_from_the_probe_head(tiny_clip_dir, tmp_path):
         probe.head.bias.normal_()
     path = tmp_path / "lp.ckpt"
     torch.save({"state_dict": probe.state_dict(), "hyper_parameters": {"class_names": CLASSES}}, path)
-    module = finetune(tiny_clip_dir, head="linear", init_head_from=str(path))
+    module = linear_head(tiny_clip_dir, init_head_from=str(path))
     module.initialise_head()
     assert torch.equal(module.head.weight, probe.head.weight) and torch.equal(module.head.bias, probe.head.bias)
     other = tmp_path / "other.ckpt"
     torch.save({"state_dict": probe.state_dict(), "hyper_parameters": {"class_names": ["a", "b", "c"]}}, other)
     with pytest.raises(CheckpointError, match="other classes"):
-        finetune(tiny_clip_dir, head="linear", init_head_from=str(other)).initialise_head()
+        linear_head(tiny_clip_dir, init_head_from=str(other)).initialise_head()
 
 
 def test_zeroshot_module_matches_finetune_zeroshot_probabilities(tiny_clip_dir):
@@ -150,10 +176,10 @@ def test_interpolation_end_points_and_midpoint():
     assert int(interpolate_state_dicts(zs, ft, 0.5)["n"]) == 7  # integer buffers come from the fine-tuned model
 
 
-@pytest.mark.parametrize("head", ["text", "linear"])
-def test_wise_ft_alpha_0_is_zeroshot_and_alpha_1_is_finetuned_exactly(tiny_clip_dir, head):
-    tuned = finetune(tiny_clip_dir, head=head)
-    tuned.initialise_head()
+@pytest.mark.parametrize("method", ["contrastive", "linear_head"])
+def test_wise_ft_alpha_0_is_zeroshot_and_alpha_1_is_finetuned_exactly(tiny_clip_dir, method):
+    tuned = finetune(tiny_clip_dir) if method == "contrastive" else linear_head(tiny_clip_dir)
+    tuned.prepare_for_inference()
     with torch.no_grad():
         for p in tuned.parameters():
             p.add_(0.05 * torch.randn_like(p))  # "fine-tuned"
@@ -172,6 +198,6 @@ def test_wise_ft_alpha_0_is_zeroshot_and_alpha_1_is_finetuned_exactly(tiny_clip_
 
 
 def test_wise_ft_refuses_a_randomly_initialised_backbone():
-    random_clip = CLIPFineTune(CLASSES, clip={"_target_": "clipft.models.HFCLIPBackbone", "config": {}}, optimizer=OPT)
+    random_clip = ContrastiveFineTune(CLASSES, clip={"_target_": "clipft.models.HFCLIPBackbone", "config": {}}, optimizer=OPT)
     with pytest.raises(CheckpointError, match="randomly"):
         list(wise_ft_sweep(random_clip, [0.0, 1.0]))

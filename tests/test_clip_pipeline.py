@@ -61,7 +61,7 @@ def test_eval_without_checkpoint_or_model_says_what_to_pass(tmp_path):
 
 @pytest.mark.slow
 def test_flyp_linear_head_then_wise_ft_end_points(tmp_path, tiny_clip_dir):
-    model = ["model=clip_flyp", f"model.clip.name_or_path={tiny_clip_dir}", "model.head=linear",
+    model = ["model=clip_linear_head", f"model.clip.name_or_path={tiny_clip_dir}",
              "model.optimizer.lr=1e-3", "model.scheduler.warmup_steps=1"]
     trained = train(model, tmp_path / "ft")
     ckpt = trained["best_checkpoint"]
@@ -109,7 +109,7 @@ def test_dual_encoder_from_towers_trains_and_reloads(tmp_path):
 def test_ema_callback_composes_with_clip_finetuning(tmp_path, tiny_clip_dir):
     metrics = train(["callbacks=[default,ema]", f"model.clip.name_or_path={tiny_clip_dir}"], tmp_path)
     module = load_module(metrics["best_checkpoint"])
-    assert metrics["summary"]["best_val_acc"] is not None and module.head is None
+    assert metrics["summary"]["best_val_acc"] is not None and type(module).__name__ == "ContrastiveFineTune"
 
 
 @pytest.mark.slow

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from clipft.methods import CLIPFineTune
+from clipft.methods import ContrastiveFineTune
 from clipft.methods.fast_path import with_fused_optimizer
 from clipft.methods.prompt_tokens import PromptTokenCache
 
 ADAMW = {"_target_": "torch.optim.AdamW", "lr": 1e-3, "weight_decay": 0.05}
 
 
-def _module() -> CLIPFineTune:
-    return CLIPFineTune(
+def _module() -> ContrastiveFineTune:
+    return ContrastiveFineTune(
         class_names=["stop", "yield", "parking"],
         clip={"_target_": "clipft.models.HFCLIPBackbone", "config": {}},
         optimizer=ADAMW,

@@ -87,10 +87,10 @@ def test_vit_reshape_drops_cls_and_keeps_patch_order():
 
 
 def test_clip_image_tower_uses_last_block_norm(tmp_path):
-    from clipft.methods import CLIPFineTune
+    from clipft.methods import ContrastiveFineTune
 
     torch.manual_seed(0)
-    model = CLIPFineTune(
+    model = ContrastiveFineTune(
         ["stop", "yield"], clip={"_target_": "clipft.models.HFCLIPBackbone", "config": {}}, optimizer=SGD
     ).eval()
     layers, reshape = gradcam_target(model)

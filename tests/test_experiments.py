@@ -217,9 +217,9 @@ def test_zeroshot_ensemble_smoke(tmp_path, tiny_clip_dir):
 
 # ---------------------------------------------------------------------------- init_from
 def tiny_module(tiny_clip_dir, classes: list[str]):
-    from clipft.methods import CLIPFineTune
+    from clipft.methods import ContrastiveFineTune
 
-    return CLIPFineTune(
+    return ContrastiveFineTune(
         classes, clip={"_target_": "clipft.models.HFCLIPBackbone", "name_or_path": str(tiny_clip_dir)},
         optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-3},
     )

@@ -117,7 +117,7 @@ def test_arguments_that_do_not_fit_the_class_are_refused_before_building(colour_
     ckpt = torch.load(colour_run["ckpt"], weights_only=True)
     ckpt["hyper_parameters"]["no_such_argument"] = 1
     torch.save(ckpt, tmp_path / "odd.ckpt")
-    with pytest.raises(UntrustedCheckpointError, match="do not fit CLIPFineTune"):
+    with pytest.raises(UntrustedCheckpointError, match="do not fit ContrastiveFineTune"):
         load_module(tmp_path / "odd.ckpt")
     ckpt["hyper_parameters"].pop("no_such_argument")
     ckpt["hyper_parameters"]["optimizer"]["_target_"] = "subprocess.run"
@@ -233,7 +233,7 @@ def test_resume_with_the_same_root_but_other_classes_names_the_classes(colour_ru
 
     from clipft.pipeline.run_dir import RunDir, check_resumable
 
-    cfg = OmegaConf.create({"model": {"_target_": "clipft.methods.CLIPFineTune"}})
+    cfg = OmegaConf.create({"model": {"_target_": "clipft.methods.ContrastiveFineTune"}})
     run = RunDir(colour_run["run_dir"], resume_from=colour_run["ckpt"], resumed_classes=check_resumable(colour_run["ckpt"], cfg))
     run.check_classes(["blue", "green", "red"])
     with pytest.raises(CheckpointError, match=r"other classes.*3 classes -> 2.*not in the data: \['red'\]"):

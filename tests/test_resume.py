@@ -98,7 +98,7 @@ def test_resume_errors_are_clear(tmp_path):
     with pytest.raises(ConfigError, match=r"ckpt_path=last: no last\.ckpt under .*run_name='nobody'"):
         resolve_resume(compose(["ckpt_path=last", "run_name=nobody"], root=tmp_path))
     weights = tmp_path / "weights.ckpt"
-    torch.save({"state_dict": {}, "clipft": {"module": "clipft.methods.CLIPFineTune"}}, weights)
+    torch.save({"state_dict": {}, "clipft": {"module": "clipft.methods.ContrastiveFineTune"}}, weights)
     with pytest.raises(CheckpointError, match=r"weights only, no training state.*init_from="):
         resolve_resume(compose([f"ckpt_path={weights}"], root=tmp_path))
     other = tmp_path / "other.ckpt"

@@ -36,7 +36,7 @@ def test_every_group_option_composes(group, option, tmp_path):
 def test_defaults_are_the_embedded_demo(tmp_path):
     cfg = compose([], root=tmp_path)
     assert cfg.data._target_ == "clipft.data.SyntheticSignsDataModule"
-    assert cfg.model._target_ == "clipft.methods.CLIPFineTune"
+    assert cfg.model._target_ == "clipft.methods.ContrastiveFineTune"
     assert cfg.model.clip.name_or_path is None  # tiny random CLIP: no download
     assert cfg.callbacks.model_checkpoint.monitor == "val/acc"
     assert cfg.trainer.precision == "auto"

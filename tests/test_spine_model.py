@@ -1,4 +1,4 @@
-"""The backbone loader, the combined loss and one real optimisation step of CLIPFineTune."""
+"""The backbone loader, the combined loss and one real optimisation step of ContrastiveFineTune."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from clipft.errors import ConfigError
 from clipft.models import HFCLIPBackbone
-from clipft.methods.clip_finetune import CLIPFineTune
+from clipft.methods.contrastive_finetune import ContrastiveFineTune
 from clipft.methods.losses import contrastive_loss, contrastive_targets
 
 CLASSES = ["stop", "yield", "keep left"]
@@ -111,7 +111,7 @@ def test_targets_never_treat_same_class_as_negative():
 
 
 def _module(**kwargs):
-    return CLIPFineTune(
+    return ContrastiveFineTune(
         class_names=CLASSES,
         clip={"_target_": "clipft.models.HFCLIPBackbone", "config": {}},
         optimizer=OPT,

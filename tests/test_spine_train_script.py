@@ -35,6 +35,6 @@ def test_print_config_job_is_readable(tmp_path):
     result = run_script("train.py", ["--cfg", "job"], cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     cfg = yaml.safe_load(result.stdout)
-    assert cfg["model"]["_target_"] == "clipft.methods.CLIPFineTune"
+    assert cfg["model"]["_target_"] == "clipft.methods.ContrastiveFineTune"
     assert cfg["data"]["_target_"] == "clipft.data.SyntheticSignsDataModule"
     assert not (tmp_path / "outputs").exists()  # printing a config runs nothing

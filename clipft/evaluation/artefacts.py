@@ -41,14 +41,19 @@ def errors_table(paths: Sequence[str], probs: torch.Tensor, targets: torch.Tenso
     return buf.getvalue()
 
 
-def summary_values(metrics: dict[str, Any]) -> dict[str, float]:
-    """The headline numbers drawn in ``metrics_summary.png``."""
-    test = metrics.get("test") or {}
-    top_k = [k for k in test if k.startswith("top") and k.endswith("_accuracy")]
-    values = {k: test[k] for k in ("accuracy", *top_k, "macro_f1", "ece") if k in test}
+def summary_values(metrics: dict[str, Any], split: str = "test") -> dict[str, float]:
+    """The headline numbers drawn in ``metrics_summary.png`` (the scalar headline metrics, top-k, calibration)."""
+    from clipft.evaluation.headline import HEADLINE_METRICS
+
+    report = metrics.get(split) or {}
+    values: dict[str, Any] = {}
+    for metric in HEADLINE_METRICS:
+        if metric.table and report:
+            values[metric.name] = metric.compute(report)
+    values.update({k: report[k] for k in report if k.startswith("top") and k.endswith("_accuracy")})
     calibration = metrics.get("calibration") or {}
-    if "test" in calibration:
-        values["ece (temperature-scaled)"] = calibration["test"]["ece_after"]
+    if split in calibration:
+        values["ece (temperature-scaled)"] = calibration[split]["ece_after"]
     best = (metrics.get("summary") or {}).get("best_val_acc")
     if isinstance(best, (int, float)):
         values["best val accuracy"] = float(best)
@@ -72,8 +77,12 @@ def write_run_artefacts(
     calibration: dict[str, Any] | None = None,
     gradcam_n: int = 0,
     plots: bool = True,
+    split: str = "test",
 ) -> dict[str, Any]:
     """Write plots + ``errors.csv`` under ``output_dir``; return ``metrics`` with history/artefact entries added.
+
+    ``split``: which split ``model.test_outputs`` and ``metrics[split]`` hold (``test``, or ``val`` for
+    ``eval.py split=val``); the errors table and Grad-CAM grid name that split's files.
 
     ``calibration`` is :func:`clipft.evaluation.calibration.calibration_report` (adds the scaled curve to
     ``reliability.png``); ``gradcam_n > 0`` also writes ``plots/gradcam_grid.png``. ``plots=False``
@@ -92,7 +101,7 @@ def write_run_artefacts(
     if calibration:
         metrics["calibration"] = calibration
     class_names = list(datamodule.class_names)
-    report = metrics.get("test")
+    report = metrics.get(split)
     outputs = getattr(model, "test_outputs", None) or {}
     written: dict[str, Path] = {}
     failed: dict[str, str] = {}
@@ -113,11 +122,11 @@ def write_run_artefacts(
     if report:
         attempt("confusion_matrix", plotting.plot_confusion_matrix, report["confusion_matrix"], class_names)
         attempt("per_class_acc", plotting.plot_per_class_accuracy, report["per_class"])
-        attempt("metrics_summary", plotting.plot_metrics_summary, summary_values(metrics))
+        attempt("metrics_summary", plotting.plot_metrics_summary, summary_values(metrics, split))
     if "probs" in outputs:
         probs, targets = outputs["probs"].float(), outputs["targets"].long()
         attempt("reliability", plotting.plot_reliability, _reliability_curves(probs, targets, report, calibration))
-        samples = list(getattr(datamodule, "test_samples", []) or [])
+        samples = list(getattr(datamodule, f"{split}_samples", []) or [])
         paths = [s.path for s in samples]
         if len(samples) == len(targets):
             table = errors_table(paths, probs, targets, class_names)
@@ -128,7 +137,7 @@ def write_run_artefacts(
                 attempt("gradcam_grid", lambda path: save_gradcam_grid(
                     model, paths, probs, targets, class_names, path, gradcam_n), path=plot_dir / "gradcam_grid.png")
         else:
-            failed["errors"] = f"{len(samples)} test samples but {len(targets)} predictions: cannot name the files"
+            failed["errors"] = f"{len(samples)} {split} samples but {len(targets)} predictions: cannot name the files"
     similarity = None
     try:
         if plots:  # only the figure uses it, and it encodes every class prompt

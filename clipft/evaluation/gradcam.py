@@ -105,8 +105,7 @@ def compute_cams(module: nn.Module, pixels: torch.Tensor, target_classes: Sequen
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     module.eval()
-    if hasattr(module, "on_predict_epoch_start"):  # CLIP modules cache their class text features here
-        module.on_predict_epoch_start()
+    module.prepare_for_inference()  # ClassificationModule: e.g. CLIP methods cache their class text
     layers, reshape = gradcam_target(module)
     pixels = pixels.to(model_device(module))
     targets = [ClassifierOutputTarget(int(c)) for c in target_classes] if target_classes is not None else None

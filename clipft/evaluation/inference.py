@@ -16,6 +16,7 @@ from torch import nn
 
 from clipft.data.images import is_image_file, load_rgb
 from clipft.data.transforms import build_transform
+from clipft.models.contract import VisionLanguageBackbone
 from clipft.errors import CheckpointError, DataError
 
 # what a module that records nothing gets (CLIP's normalisation at 224 px)
@@ -102,8 +103,7 @@ def predict_probs(
 ) -> torch.Tensor:
     """Softmax class probabilities for every path, in order (N x C, on CPU); ``skipped``: see :func:`batches`."""
     model.eval()
-    if hasattr(model, "on_predict_epoch_start"):  # CLIP modules cache their class text features here
-        model.on_predict_epoch_start()
+    model.prepare_for_inference()  # ClassificationModule: e.g. CLIP methods cache their class text
     device, transform, out = model_device(model), eval_transform(model), []
     for _, pixels in batches(paths, transform, batch_size, skipped):
         out.append(model(pixels.to(device)).float().softmax(dim=-1).cpu())
@@ -115,7 +115,7 @@ def clip_backbone(model: nn.Module, what: str = "text/image matching") -> nn.Mod
     backbone = getattr(model, "backbone", None)
     if backbone is None and len(getattr(model, "backbones", None) or []):
         backbone = model.backbones[0]
-    if not all(hasattr(backbone, a) for a in ("encode_image", "encode_text", "tokenize")):
+    if not isinstance(backbone, VisionLanguageBackbone):
         raise CheckpointError(
             f"{what} needs a CLIP-style checkpoint with a text tower, but this one holds "
             f"{type(model).__name__}; use clipft-predict to classify with its fixed classes"
@@ -178,8 +178,7 @@ def prompt_templates(model: nn.Module) -> list[str]:
 def loader_predictions(model: nn.Module, loader: Iterable[Any]) -> tuple[torch.Tensor, torch.Tensor]:
     """``(probs, targets)`` over an ``(images, labels)`` dataloader, e.g. the validation split."""
     model.eval()
-    if hasattr(model, "on_predict_epoch_start"):
-        model.on_predict_epoch_start()
+    model.prepare_for_inference()  # ClassificationModule: e.g. CLIP methods cache their class text
     device, probs, targets = model_device(model), [], []
     for batch in loader:
         probs.append(model(batch[0].to(device)).float().softmax(dim=-1).cpu())

@@ -38,7 +38,21 @@ def eval_metrics(num_classes: int, prefix: str) -> MetricCollection:
 
 
 class ClassificationModule(L.LightningModule):
-    """Base for every clipft classifier; batches are ``(images, labels)``."""
+    """Base for every clipft classifier; batches are ``(images, labels)``.
+
+    Every subclass is registered as a module checkpoints may name (:mod:`clipft.utils.safe_targets`)
+    when its file is imported, unless declared with ``abstract=True``: a new method is one file.
+    """
+
+    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if abstract:
+            return
+        from clipft.utils.safe_targets import register_safe_target
+
+        register_safe_target(module_class_path(cls), module=True)
+        if cls.__module__.startswith("clipft.methods."):
+            register_safe_target(f"clipft.methods.{cls.__qualname__}", module=True)  # the package-level name
 
     def __init__(
         self,
@@ -51,7 +65,10 @@ class ClassificationModule(L.LightningModule):
         if not class_names or len(class_names) < 2:
             raise ConfigError(f"a classifier needs at least 2 class names, got {list(class_names or [])}")
         if not 0.0 <= float(label_smoothing) < 1.0:
-            raise ConfigError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        lr = dict(optimizer or {}).get("lr")
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
+            raise ConfigError(f"optimizer.lr must be a positive number, got {lr!r}")
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
         self.optimizer_config = dict(optimizer)
@@ -66,6 +83,10 @@ class ClassificationModule(L.LightningModule):
     # ------------------------------------------------------------------ to implement
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def prepare_for_inference(self) -> None:
+        """Compute what every prediction reuses (a CLIP method's class text); the pipeline's loops and
+        the CLIs call it before predicting. Nothing to do for a plain classifier."""
 
     def named_parameter_groups(self) -> dict[str, Iterable[tuple[str, nn.Parameter]]]:
         """Parts of the model that may get their own LR: ``{part: named_parameters}``."""
@@ -131,9 +152,7 @@ class ClassificationModule(L.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
         cfg = dict(self.optimizer_config)
-        lr = cfg.get("lr")
-        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
-            raise ConfigError(f"model.optimizer.lr must be a positive number, got {lr!r}")
+        lr = cfg["lr"]  # checked by the constructor
         groups = param_groups(
             self.named_parameter_groups(),
             self.part_learning_rates(),
@@ -161,5 +180,6 @@ def plain_containers(obj: Any) -> Any:
     return obj
 
 
-def module_class_path(module: L.LightningModule) -> str:
-    return f"{type(module).__module__}.{type(module).__qualname__}"
+def module_class_path(module: L.LightningModule | type) -> str:
+    cls = module if isinstance(module, type) else type(module)
+    return f"{cls.__module__}.{cls.__qualname__}"

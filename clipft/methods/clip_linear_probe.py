@@ -6,7 +6,7 @@ each inverse regularisation strength ``C`` in the sweep and the one with the bes
 accuracy is copied into an ``nn.Linear`` head (the CLIP paper's protocol, in seconds). The
 Lightning epoch that follows only runs validation, so checkpoints, metrics and ``eval.py``
 work as for every other module. The head reads L2-normalised image embeddings, the same
-features :class:`CLIPFineTune` classifies, so LP-FT can start from this checkpoint.
+features :class:`~clipft.methods.LinearHeadFineTune` classifies, so LP-FT can start from this checkpoint.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class CLIPLinearProbe(ClassificationModule):
         self.save_hyperparameters()
         c_values = [float(c) for c in c_values]
         if not c_values or any(c <= 0 for c in c_values):
-            raise ConfigError(f"model.c_values must be a non-empty list of positive numbers, got {c_values}")
+            raise ConfigError(f"c_values must be a non-empty list of positive numbers, got {c_values}")
         self.c_values = c_values
         self.max_iter = int(max_iter)
         self.feature_batch_size = int(feature_batch_size)
@@ -61,7 +61,7 @@ class CLIPLinearProbe(ClassificationModule):
         self.backbone.requires_grad_(False)
         self.backbone.eval()
         with torch.no_grad():
-            dim = int(getattr(self.backbone, "embed_dim", 0) or self.backbone.encode_text(**self.backbone.tokenize(["x"])).shape[-1])
+            dim = int(self.backbone.embed_dim)
         self.head = nn.Linear(dim, self.num_classes)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)

@@ -51,18 +51,18 @@ class CLIPZeroShot(ClassificationModule):
         self.save_hyperparameters()
         members = list(ensemble or ([{"clip": clip}] if clip else []))
         if not members:
-            raise ConfigError("model=clip_zeroshot needs model.clip (one backbone) or model.ensemble (a list)")
+            raise ConfigError("CLIPZeroShot needs clip (one backbone config) or ensemble (a list of {clip: ...})")
         if not 0.0 <= float(prob_floor) < 1.0:
-            raise ConfigError(f"model.prob_floor must be in [0, 1), got {prob_floor}")
+            raise ConfigError(f"prob_floor must be in [0, 1), got {prob_floor}")
         for i, m in enumerate(members):
             if not isinstance(m, dict) or "clip" not in m:
-                raise ConfigError(f"model.ensemble[{i}] must be a mapping with a 'clip' backbone config, got {m!r}")
+                raise ConfigError(f"ensemble[{i}] must be a mapping with a 'clip' backbone config, got {m!r}")
         weights = torch.tensor([float(m.get("weight", 1.0)) for m in members])
         if (weights < 0).any() or weights.sum() <= 0:
-            raise ConfigError(f"model.ensemble weights must be >= 0 with a positive sum, got {weights.tolist()}")
+            raise ConfigError(f"ensemble weights must be >= 0 with a positive sum, got {weights.tolist()}")
         self.member_weights = (weights / weights.sum()).tolist()
         self.prob_floor = float(prob_floor)
-        self.backbones = nn.ModuleList([instantiate(m["clip"]) for m in members])
+        self.backbones = nn.ModuleList([instantiate(m["clip"], config_path=f"ensemble[{i}].clip" if ensemble else "clip") for i, m in enumerate(members)])
         self.backbones.requires_grad_(False)
         self.member_prompts = [dict(m.get("prompts") or prompts or {}) for m in members]
         self.prompt_sets = [prompt_set_from_config(self.class_names, p) for p in self.member_prompts]
@@ -84,6 +84,10 @@ class CLIPZeroShot(ClassificationModule):
                 zeroshot_weights(bb, ps.per_class, self.device) for bb, ps in zip(self.backbones, self.prompt_sets)
             ]
         return self._heads
+
+    def prepare_for_inference(self) -> None:
+        self._heads = None
+        self.heads()
 
     def member_probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """``(members, batch, classes)`` softmax probabilities."""

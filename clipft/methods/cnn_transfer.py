@@ -61,7 +61,7 @@ class CNNTransfer(ClassificationModule):
         if not 0.0 <= float(head_dropout) < 1.0:
             raise ConfigError(f"model.head_dropout must be in [0, 1), got {head_dropout!r}")
         if backbone_lr is not None and not float(backbone_lr) > 0:
-            raise ConfigError(f"model.backbone_lr must be a positive number or null, got {backbone_lr!r}")
+            raise ConfigError(f"backbone_lr must be a positive number or null, got {backbone_lr!r}")
         if not isinstance(image_size, int) or image_size < 16:
             raise ConfigError(f"model.image_size must be an integer >= 16, got {image_size!r}")
         self.backbone = instantiate(backbone or DEFAULT_BACKBONE)

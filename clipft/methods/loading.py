@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from clipft.errors import CheckpointError
+from clipft.methods.legacy import upgrade_checkpoint
 from clipft.utils.checkpoint_io import read_checkpoint
 from clipft.utils.instantiate import locate
 from clipft.utils.safe_targets import building_from, check_checkpoint
@@ -36,13 +37,14 @@ def load_module(
         raise CheckpointError(f"{str(path)!r} is not a clipft checkpoint (no 'clipft' entry naming its module)")
     hparams = ckpt.get("hyper_parameters", {})
     hparams = dict(hparams) if isinstance(hparams, dict) else hparams
+    module_path, hparams = upgrade_checkpoint(meta["module"], hparams)  # clipft 0.1 names -> today's
     if isinstance(hparams, dict):
         hparams.update(overrides)
     if trust_checkpoint:
-        cls = locate(meta["module"])
+        cls = locate(module_path)
         source = None
     else:
-        cls = check_checkpoint(meta["module"], hparams, str(path))  # refuses before importing anything it names
+        cls = check_checkpoint(module_path, hparams, str(path))  # refuses before importing anything it names
         source = str(path)
     with building_from(source):
         module = cls(**hparams)

@@ -55,11 +55,7 @@ def param_groups(
 
 def build_optimizer(config: Mapping[str, Any], groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
     """``config`` is ``{_target_: torch.optim.AdamW, lr, betas, eps, weight_decay, ...}``."""
-    cfg = dict(config)
-    lr = cfg.get("lr")
-    if lr is None or not (isinstance(lr, (int, float)) and lr > 0):
-        raise ConfigError(f"model.optimizer.lr must be a positive number, got {lr!r}")
-    return instantiate(cfg, groups)
+    return instantiate(dict(config), groups)  # optimizer.lr is checked once, by ClassificationModule
 
 
 def build_scheduler(

@@ -50,10 +50,12 @@ def wise_ft_sweep(finetuned: nn.Module, alphas: Sequence[float]) -> Iterator[tup
 
     The fine-tuned weights are restored when the sweep ends.
     """
+    from clipft.methods.clip_method import CLIPMethod
+
     alphas = check_alphas(alphas)
-    if not hasattr(finetuned, "zeroshot_reference"):
+    if not isinstance(finetuned, CLIPMethod):
         raise CheckpointError(
-            f"WiSE-FT needs a CLIP fine-tuning checkpoint (model=clip_flyp / clip_frozen_head / ...); "
+            f"WiSE-FT needs a CLIP fine-tuning checkpoint (model=clip_flyp / clip_linear_head / clip_lpft / clip_frozen_head); "
             f"{type(finetuned).__name__} has no zero-shot reference"
         )
     ft_state = {k: v.detach().clone() for k, v in finetuned.state_dict().items()}

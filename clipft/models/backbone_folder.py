@@ -32,7 +32,7 @@ def read_folder_config(path: str | Path) -> dict[str, Any]:
     file = folder / CONFIG_NAME
     if not file.is_file():
         raise ConfigError(
-            f"model.clip.name_or_path={str(path)!r} is not a clipft backbone folder (no {CONFIG_NAME}); "
+            f"name_or_path={str(path)!r} is not a clipft backbone folder (no {CONFIG_NAME}); "
             "write one with python -m clipft.cli.export_backbone CKPT OUT"
         )
     try:

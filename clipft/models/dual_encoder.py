@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from clipft.errors import ConfigError
-from clipft.utils.arguments import check_image_size
+from clipft.models.contract import replaced_output
 from clipft.models.towers import HFTextTower, build_image_tower
+from clipft.utils.arguments import check_image_size
 
 
 class DualEncoderBackbone(nn.Module):
@@ -66,12 +67,12 @@ class DualEncoderBackbone(nn.Module):
             pre = from_folder["preprocessing"]
             image_size, image_mean, image_std = image_size or pre.get("image_size"), image_mean or pre.get("mean"), image_std or pre.get("std")
         if not isinstance(image_tower, dict) or "name" not in image_tower:
-            raise ConfigError(f"model.clip.image_tower must be a mapping with a 'name', got {image_tower!r}")
+            raise ConfigError(f"image_tower must be a mapping with a 'name', got {image_tower!r}")
         if not isinstance(text_tower, dict) or not text_tower.get("name_or_path"):
-            raise ConfigError(f"model.clip.text_tower must be a mapping with a 'name_or_path', got {text_tower!r}")
+            raise ConfigError(f"text_tower must be a mapping with a 'name_or_path', got {text_tower!r}")
         if int(embed_dim) < 1:
-            raise ConfigError(f"model.clip.embed_dim must be positive, got {embed_dim}")
-        check_image_size(image_size, "model.clip.image_size")
+            raise ConfigError(f"embed_dim must be positive, got {embed_dim}")
+        check_image_size(image_size, "image_size")
         self.tower_spec = {"image_tower": dict(image_tower), "text_tower": dict(text_tower)}
         self.visual = build_image_tower(**image_tower)
         self.text = HFTextTower(**text_tower)
@@ -80,6 +81,7 @@ class DualEncoderBackbone(nn.Module):
         self.text_projection = _seeded_linear(self.text.feature_dim, int(embed_dim), generator)
         self._logit_scale = nn.Parameter(torch.tensor(math.log(float(logit_scale_init))))
         self.embed_dim = int(embed_dim)
+        self.is_pretrained = True  # towers from files/hub, projections seeded: the config rebuilds the start
         if from_folder is not None:
             from clipft.models.backbone_folder import load_folder_weights
 
@@ -124,6 +126,19 @@ class DualEncoderBackbone(nn.Module):
     ) -> torch.Tensor:
         feats = self.text_projection(self.text(input_ids, attention_mask))
         return nn.functional.normalize(feats, dim=-1) if normalize else feats
+
+    def token_embedding(self) -> nn.Embedding:
+        return self.text.model.get_input_embeddings()
+
+    def encode_text_embeddings(
+        self,
+        token_embeddings: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        normalize: bool = True,
+    ) -> torch.Tensor:
+        with replaced_output(self.token_embedding(), token_embeddings):
+            return self.encode_text(input_ids, attention_mask, normalize)
 
     @property
     def image_tower(self) -> nn.Module:

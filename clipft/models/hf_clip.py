@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from clipft.errors import ConfigError
+from clipft.models.contract import replaced_output
 from clipft.utils.arguments import check_image_size
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -50,7 +51,7 @@ class HFCLIPBackbone(nn.Module):
 
         if name_or_path is None and config is None:
             raise ConfigError(
-                "model.clip: set either name_or_path (hub id or local folder, e.g. "
+                "set either name_or_path (hub id or local folder, e.g. "
                 "openai/clip-vit-base-patch32) or config (a CLIPConfig dict for a random model)"
             )
         processor_cfg: dict[str, Any] = {}
@@ -72,7 +73,7 @@ class HFCLIPBackbone(nn.Module):
             self.model.gradient_checkpointing_enable()
 
         vision = self.model.config.vision_config
-        check_image_size(image_size, "model.clip.image_size")
+        check_image_size(image_size, "image_size")
         size = image_size or _processor_size(processor_cfg) or vision.image_size
         self.preprocessing = {
             "image_size": int(size),
@@ -84,6 +85,7 @@ class HFCLIPBackbone(nn.Module):
         )
         self.embed_dim = int(self.model.config.projection_dim)
         self.name_or_path = name_or_path
+        self.is_pretrained = name_or_path is not None  # a config-only CLIP is a random initialisation
 
     # ------------------------------------------------------------------ interface
     @property
@@ -119,6 +121,19 @@ class HFCLIPBackbone(nn.Module):
         feats = self.model.text_projection(pooled)
         return nn.functional.normalize(feats, dim=-1) if normalize else feats
 
+    def token_embedding(self) -> nn.Embedding:
+        return self.model.text_model.embeddings.token_embedding
+
+    def encode_text_embeddings(
+        self,
+        token_embeddings: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        normalize: bool = True,
+    ) -> torch.Tensor:
+        with replaced_output(self.token_embedding(), token_embeddings):
+            return self.encode_text(input_ids, attention_mask, normalize)
+
     @property
     def image_tower(self) -> nn.Module:
         return self.model.vision_model
@@ -132,6 +147,10 @@ class HFCLIPBackbone(nn.Module):
 
     def text_parameters(self) -> list[nn.Parameter]:
         return list(self.model.text_model.parameters()) + list(self.model.text_projection.parameters())
+
+    def projection_parameters(self) -> list[nn.Parameter]:
+        """CLIP's projections were pretrained with the towers: they share the towers' rates."""
+        return []
 
 
 def _offline_hint(name_or_path: str) -> str:
@@ -149,7 +168,7 @@ def _load_pretrained(cls: Any, name_or_path: str, revision: str | None, attn_imp
         kwargs["attn_implementation"] = attn_implementation
     local = Path(os.path.expanduser(name_or_path))
     if local.exists() and not (local / "config.json").exists():
-        raise ConfigError(f"model.clip.name_or_path={name_or_path!r} is a folder but holds no config.json")
+        raise ConfigError(f"name_or_path={name_or_path!r} is a folder but holds no config.json")
     try:
         return cls.from_pretrained(str(local) if local.exists() else name_or_path, **kwargs)
     except (OSError, ValueError) as exc:

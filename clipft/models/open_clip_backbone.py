@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from clipft.errors import ConfigError
+from clipft.models.contract import replaced_output
 from clipft.utils.arguments import check_image_size
 
 
@@ -33,7 +34,7 @@ class OpenCLIPBackbone(nn.Module):
         force_quick_gelu: bool = False,
     ) -> None:
         super().__init__()
-        check_image_size(image_size, "model.clip.image_size")
+        check_image_size(image_size, "image_size")
         import open_clip
 
         name = str(model_name)
@@ -58,8 +59,10 @@ class OpenCLIPBackbone(nn.Module):
             "mean": [float(x) for x in (image_mean or pre.get("mean") or open_clip.OPENAI_DATASET_MEAN)],
             "std": [float(x) for x in (image_std or pre.get("std") or open_clip.OPENAI_DATASET_STD)],
         }
-        self.embed_dim = int(self.model.text_projection.shape[-1]) if hasattr(self.model, "text_projection") else None
+        self.embed_dim = int(getattr(self.model.visual, "output_dim", 0) or self.model.text_projection.shape[-1])
         self.name_or_path = str(model_name)
+        # a bare architecture name without weights is a random, unreproducible initialisation
+        self.is_pretrained = pretrained is not None or name.startswith(("local-dir:", "hf-hub:"))
 
     @property
     def logit_scale(self) -> nn.Parameter:
@@ -76,6 +79,22 @@ class OpenCLIPBackbone(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, normalize: bool = True
     ) -> torch.Tensor:
         return self.model.encode_text(input_ids, normalize=normalize)
+
+    def token_embedding(self) -> nn.Embedding:
+        table = getattr(self.model, "token_embedding", None)
+        if table is None:  # CustomTextCLIP: the HF text tower's own table
+            table = self.model.text.transformer.get_input_embeddings()
+        return table
+
+    def encode_text_embeddings(
+        self,
+        token_embeddings: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        normalize: bool = True,
+    ) -> torch.Tensor:
+        with replaced_output(self.token_embedding(), token_embeddings):
+            return self.encode_text(input_ids, attention_mask, normalize)
 
     @property
     def image_tower(self) -> nn.Module:
@@ -97,6 +116,10 @@ class OpenCLIPBackbone(nn.Module):
             for n, p in self.model.named_parameters()
             if id(p) not in image_ids and n not in ("logit_scale", "logit_bias")
         ]
+
+    def projection_parameters(self) -> list[nn.Parameter]:
+        """open_clip's projections were pretrained with the towers: they share the towers' rates."""
+        return []
 
 
 TINY_OPEN_CLIP_CONFIG: dict[str, Any] = {

@@ -64,7 +64,7 @@ def build_image_tower(source: str = "torchvision", name: str = "mobilenet_v2", p
         return build_torchvision_backbone(name, pretrained)
     if source == "timm":
         return TimmImageTower(name, pretrained)
-    raise ConfigError(f"model.clip.image_tower.source={source!r} must be one of {list(IMAGE_TOWER_SOURCES)}")
+    raise ConfigError(f"image_tower.source={source!r} must be one of {list(IMAGE_TOWER_SOURCES)}")
 
 
 class HFTextTower(nn.Module):

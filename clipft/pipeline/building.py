@@ -31,8 +31,9 @@ def resolve_precision(precision: Any, accelerator: str | None = None) -> Any:
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
 
-def instantiate_node(config: Any, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate``, but a ClipftError raised by the object's constructor surfaces as itself.
+def instantiate_node(config: Any, config_path: str = "", **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, but a ClipftError raised by the object's constructor surfaces as itself,
+    prefixed with ``config_path`` (the pipeline's one place that knows where a node sits: ``model``, ``data``).
 
     Hydra wraps constructor exceptions in ``InstantiationException``; the framework's own errors
     (a bad ``data.dedupe``, a missing folder, a bad loss weight) must stay one clear line.
@@ -46,16 +47,20 @@ def instantiate_node(config: Any, **kwargs: Any) -> Any:
         return instantiate(config, **kwargs)
     except InstantiationException as exc:
         if isinstance(exc.__cause__, ClipftError):
-            raise exc.__cause__ from None
+            raise exc.__cause__.located(config_path) from None
         raise
+    except ClipftError as exc:
+        raise exc.located(config_path) from None
 
 
 def build_datamodule(cfg: DictConfig):
-    return instantiate_node(cfg.data, _convert_="all")
+    return instantiate_node(cfg.data, config_path="data", _convert_="all")
 
 
 def build_model(cfg: DictConfig, class_names: list[str]):
-    return instantiate_node(to_plain(cfg.model), class_names=list(class_names), _recursive_=False, _convert_="all")
+    return instantiate_node(
+        to_plain(cfg.model), config_path="model", class_names=list(class_names), _recursive_=False, _convert_="all"
+    )
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Any]:

@@ -1,4 +1,15 @@
-"""The evaluation pipeline: any clipft checkpoint on any datamodule -> metrics.json."""
+"""The one evaluation pipeline: any checkpoint or zero-shot model, any split -> metrics.json.
+
+    python eval.py ckpt_path=RUN/checkpoints/best.ckpt [split=val] [calibrate=true] [gradcam.n=16]
+    python eval.py model=clip_zeroshot                                   # zero-shot, no checkpoint
+    python eval.py ... zeroshot.template_sets=[simple,imagenet80,traffic,blurry]
+    python eval.py ckpt_path=... wise_ft.alphas=[0,0.25,0.5,0.75,1.0]
+
+Every option is honoured on every split and method: the main report of ``split`` (test or val)
+with its headline summary (:mod:`clipft.evaluation.headline`), the concept split, one row per
+template set, one per WiSE-FT alpha, temperature scaling fitted on val, plots, ``errors.csv`` and
+the Grad-CAM grid of the evaluated split.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +22,21 @@ from omegaconf import DictConfig, OmegaConf
 from clipft.errors import CheckpointError, ConfigError
 from clipft.evaluation.artefacts import write_run_artefacts
 from clipft.evaluation.calibration import calibration_report
+from clipft.evaluation.headline import headline_summary
 from clipft.evaluation.inference import loader_predictions, model_preprocessing
 from clipft.evaluation.metrics import classification_report
+from clipft.evaluation.template_sets import brief, score_template_sets
 from clipft.methods.loading import load_module
-from clipft.pipeline.building import build_datamodule, build_loggers, build_trainer, to_plain
-from clipft.pipeline.clip_eval import run_clip_eval, wants_clip_eval
+from clipft.methods.wise_ft import wise_ft_sweep
+from clipft.pipeline.building import build_datamodule, build_loggers, build_model, build_trainer, to_plain
 from clipft.pipeline.run_dir import prepare_run_dir
 from clipft.pipeline.run_info import run_info
 from clipft.pipeline.validation import validate_config
 from clipft.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
+
+SPLITS = ("test", "val")
 
 
 def check_classes(model_classes: list[str], data_classes: list[str], ckpt_path: str) -> None:
@@ -38,49 +53,133 @@ def check_classes(model_classes: list[str], data_classes: list[str], ckpt_path: 
 
 def run_eval(cfg: DictConfig) -> dict[str, Any]:
     validate_config(cfg, "eval")  # bad values / missing checkpoint: one clear line, before loading
+    split = str(cfg.get("split") or "test")
+    if split not in SPLITS:
+        raise ConfigError(f"split={split!r} must be one of {list(SPLITS)}")
     prepare_run_dir(cfg, "eval")
-    if wants_clip_eval(cfg):  # zero-shot (no ckpt_path), zeroshot.template_sets, wise_ft.alphas
-        return run_clip_eval(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    model = load_module(cfg.ckpt_path, trust_checkpoint=bool(cfg.get("trust_checkpoint", False)))
+
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("test")
-    check_classes(model.class_names, datamodule.class_names, str(cfg.ckpt_path))
+    model = load_or_build_model(cfg, datamodule.class_names)
     datamodule.configure_preprocessing(**model_preprocessing(model))  # as recorded in the checkpoint
     trainer = build_trainer(cfg, callbacks=[], loggers=build_loggers(cfg))
-    trainer.test(model, datamodule=datamodule)
-    report = classification_report(model.test_outputs["probs"], model.test_outputs["targets"], datamodule.class_names)
-    metrics = {
-        "summary": {"test_accuracy": report["accuracy"], "test_macro_f1": report["macro_f1"], "test_ece": report["ece"]},
-        "test": report,
-        "checkpoint": str(cfg.ckpt_path),
-        "data": datamodule.split_report,
-        "run": {"output_dir": str(output_dir), **run_info(cfg.paths.get("root_dir"))},
-        "config": to_plain(cfg),
-    }
-    calibration = calibrate(model, datamodule) if cfg.get("calibrate", False) else None
+    loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
+
+    def score() -> dict[str, Any]:
+        trainer.test(model, dataloaders=loader, verbose=False)
+        return classification_report(model.test_outputs["probs"], model.test_outputs["targets"], datamodule.class_names)
+
+    report = score()
+    main_outputs = dict(model.test_outputs)  # the sweeps below overwrite test_outputs
+    ckpt_path = cfg.get("ckpt_path")
+    metrics: dict[str, Any] = {"summary": headline_summary(report, split), split: report}
+    concepts = cfg.get("concepts") or {}
+    if concepts.get("map"):  # transfer between sign sets: accuracy on shared / unshared concepts
+        from clipft.evaluation.concepts import load_concept_map, shared_class_ids, split_accuracy
+        from clipft.prompts import resolve_project_file
+
+        concept_map = load_concept_map(resolve_project_file(str(concepts["map"])))
+        shared = shared_class_ids(concept_map, str(concepts.get("dataset")))
+        metrics["concepts"] = {"map": str(concepts["map"]), **split_accuracy(report, datamodule.class_names, shared)}
+        log.info("%s accuracy on concepts shared with the other set: %s", split, metrics["concepts"]["shared_accuracy"])
+    template_sets = list((cfg.get("zeroshot") or {}).get("template_sets") or [])
+    if template_sets:
+        metrics["zeroshot"] = score_template_sets(model, template_sets, score, hydra_config_roots())
+    alphas = list((cfg.get("wise_ft") or {}).get("alphas") or [])
+    if alphas:
+        metrics["wise_ft"] = {f"{alpha:g}": brief(score()) for alpha, _ in wise_ft_sweep(model, alphas)}
+    model.test_outputs = main_outputs
+
+    calibration = calibrate(model, datamodule, split) if cfg.get("calibrate", False) else None
     if calibration:
-        metrics["summary"]["test_ece_calibrated"] = calibration["test"]["ece_after"]
+        metrics["summary"][f"{split}_ece_calibrated"] = calibration[split]["ece_after"]
         metrics["summary"]["temperature"] = calibration["temperature"]
+    metrics.update(
+        {
+            "checkpoint": str(ckpt_path) if ckpt_path else None,
+            "split": split,
+            "data": datamodule.split_report,
+            "run": {"output_dir": str(output_dir), **run_info(cfg.paths.get("root_dir"))},
+            "config": to_plain(cfg),
+        }
+    )
     gradcam_n = int((cfg.get("gradcam") or {}).get("n", 0) or 0)
-    plots = bool(cfg.get("plots", True))
-    metrics = write_run_artefacts(output_dir, model, datamodule, metrics, trainer, calibration, gradcam_n, plots)
+    metrics = write_run_artefacts(
+        output_dir, model, datamodule, metrics, trainer, calibration, gradcam_n, bool(cfg.get("plots", True)), split=split
+    )
     atomic_write_json(output_dir / "metrics.json", metrics)
-    log.info("test accuracy %.4f, macro-F1 %.4f, ECE %.4f", report["accuracy"], report["macro_f1"], report["ece"])
+    print_tables(metrics, split)
     if calibration:
         log.info(
-            "temperature %.3f: test ECE %.4f -> %.4f",
-            calibration["temperature"], calibration["test"]["ece_before"], calibration["test"]["ece_after"],
+            "temperature %.3f: %s ECE %.4f -> %.4f",
+            calibration["temperature"], split, calibration[split]["ece_before"], calibration[split]["ece_after"],
         )
     return metrics
 
 
-def calibrate(model, datamodule) -> dict[str, Any]:
-    """Temperature scaling fitted on the validation split, ECE/NLL before and after on val and test."""
+def load_or_build_model(cfg: DictConfig, class_names: list[str]) -> Any:
+    """The checkpoint's module (classes checked), else the configured model untrained (zero-shot)."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path:
+        model = load_module(ckpt_path, trust_checkpoint=bool(cfg.get("trust_checkpoint", False)))
+        check_classes(model.class_names, list(class_names), str(ckpt_path))
+        return model
+    if cfg.get("model") is not None:
+        return build_model(cfg, list(class_names))
+    raise ConfigError(
+        "eval.py needs ckpt_path=RUN/checkpoints/best.ckpt, or a model to score zero-shot (e.g. model=clip_zeroshot)"
+    )
+
+
+def calibrate(model: Any, datamodule: Any, split: str = "test") -> dict[str, Any]:
+    """Temperature scaling fitted on the validation split; ECE/NLL before and after on val and ``split``.
+
+    With ``split=val`` the temperature is fitted and reported on the same images: an optimistic number.
+    """
     if not datamodule.val_samples:
         raise ConfigError("calibrate=true needs a validation split: set data.val_fraction > 0")
     val_probs, val_targets = loader_predictions(model, datamodule.val_dataloader())
-    return calibration_report(val_probs, val_targets, model.test_outputs["probs"], model.test_outputs["targets"])
+    report = calibration_report(val_probs, val_targets, model.test_outputs["probs"], model.test_outputs["targets"])
+    if split != "test":  # calibration_report names the scored split "test"
+        report[split] = report.pop("test")
+        report["note"] = "fitted and scored on the validation split: optimistic"
+    return report
+
+
+def hydra_config_roots() -> list[Path]:
+    """The running Hydra app's config folders (user template sets win over the packaged ones)."""
+    roots: list[Path] = []
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        for source in HydraConfig.get().runtime.config_sources:
+            if source.provider == "main" and source.schema == "file":
+                roots.append(Path(source.path))
+    except Exception:  # noqa: BLE001 - not under @hydra.main (tests composing by hand)
+        pass
+    return roots
+
+
+def print_tables(metrics: dict[str, Any], split: str) -> None:
+    """A rich table per sweep (template sets, WiSE-FT alphas) on the console and in the log."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for key, title, label in (("zeroshot", "zero-shot per template set", "template set"), ("wise_ft", "WiSE-FT", "alpha")):
+        rows = metrics.get(key)
+        if not rows:
+            continue
+        table = Table(title=f"{title} ({split})")
+        for col in (label, "accuracy", "macro-F1", "ECE"):
+            table.add_column(col)
+        for name, row in rows.items():
+            table.add_row(name, f"{row['accuracy']:.4f}", f"{row['macro_f1']:.4f}", f"{row['ece']:.4f}")
+            log.info("%s %s: accuracy %.4f macro-F1 %.4f ECE %.4f", key, name, row["accuracy"], row["macro_f1"], row["ece"])
+        console.print(table)
+    s = metrics["summary"]
+    log.info("%s accuracy %.4f, macro-F1 %.4f, ECE %.4f", split, s[f"{split}_accuracy"], s[f"{split}_macro_f1"], s[f"{split}_ece"])

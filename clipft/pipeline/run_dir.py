@@ -25,6 +25,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from clipft.errors import CheckpointError, ConfigError
+from clipft.methods.legacy import upgrade_checkpoint
 from clipft.methods.loading import read_checkpoint
 from clipft.pipeline.launch import is_global_zero_process
 from clipft.utils.io import append_json_line, atomic_write_json
@@ -232,6 +233,7 @@ def check_resumable(path: Path, cfg: DictConfig) -> list[str] | None:
             "to start a new run from its weights"
         )
     recorded = str((ckpt.get("clipft") or {}).get("module", ""))
+    recorded, _ = upgrade_checkpoint(recorded, dict(ckpt.get("hyper_parameters") or {}))  # clipft 0.1 names
     target = str(OmegaConf.select(cfg, "model._target_", default="") or "")
     if recorded and target and recorded.rsplit(".", 1)[-1] != target.rsplit(".", 1)[-1]:
         raise CheckpointError(

@@ -22,6 +22,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from clipft.evaluation.headline import summary_keys, table_columns
 from clipft.results import collect, rank, to_markdown, varying_overrides
 from clipft.utils.io import atomic_write_text
 
@@ -30,8 +31,12 @@ log = logging.getLogger(__name__)
 SUMMARY_NAME = "sweep_summary"
 WANDB_GROUP_ENV = "WANDB_RUN_GROUP"
 # summary keys the table already shows (as val acc, test acc ...)
-REPORTED_METRICS = ("best_val_acc", "test_accuracy", "test_macro_f1", "test_ece")
-SUMMARY_COLUMNS = ["rank", "overrides", "epochs", "val_acc", "test_acc", "test_macro_f1", "test_ece", "time_s", "status"]
+def reported_metrics() -> tuple[str, ...]:
+    return ("best_val_acc", *summary_keys("test"))
+
+
+def summary_columns() -> list[str]:
+    return ["rank", "overrides", "epochs", "val_acc", *table_columns("test"), "time_s", "status"]
 
 
 class SweepSummary(Callback):
@@ -85,17 +90,17 @@ class SweepSummary(Callback):
         frame = rank(frame, metric, self.mode)
         frame["job"] = [Path(d).name for d in frame["run_dir"]]
         frame["overrides"] = varying_overrides(list(frame["overrides"]))
-        csv_cols = ["rank", "job", "overrides", metric, *[c for c in SUMMARY_COLUMNS if c not in ("rank", "overrides")], "error", "run_dir"]
+        csv_cols = ["rank", "job", "overrides", metric, *[c for c in summary_columns() if c not in ("rank", "overrides")], "error", "run_dir"]
         csv_cols = list(dict.fromkeys(csv_cols))
         atomic_write_text(sweep_dir / f"{SUMMARY_NAME}.csv", frame[csv_cols].to_csv(index=False))
         failed = frame[frame["status"] != "ok"]
-        extra = [] if metric in REPORTED_METRICS else [metric]
+        extra = [] if metric in reported_metrics() else [metric]
         text = [
             f"# Sweep summary: {sweep_dir.name}",
             "",
             f"{len(frame)} job(s), {len(frame) - len(failed)} finished; ranked by `{metric}` ({self.mode}).",
             "",
-            to_markdown(frame, ["rank", "job", "overrides", *extra, *SUMMARY_COLUMNS[2:]]),
+            to_markdown(frame, ["rank", "job", "overrides", *extra, *summary_columns()[2:]]),
         ]
         if len(failed):
             text += ["## Failed or unfinished jobs", ""]

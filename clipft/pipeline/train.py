@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clipft.errors import CheckpointError, ConfigError
 from clipft.evaluation.artefacts import write_run_artefacts
+from clipft.evaluation.headline import headline_summary
 from clipft.evaluation.metrics import classification_report
 from clipft.pipeline.building import (
     build_callbacks,
@@ -88,14 +89,7 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
                 model.test_outputs["probs"], model.test_outputs["targets"], datamodule.class_names
             )
             metrics["test"] = report
-            metrics["summary"].update(
-                {
-                    "test_accuracy": report["accuracy"],
-                    "test_macro_f1": report["macro_f1"],
-                    "test_ece": report["ece"],
-                    "test_per_class_accuracy": {k: v["accuracy"] for k, v in report["per_class"].items()},
-                }
-            )
+            metrics["summary"].update(headline_summary(report, "test"))
     metrics["epochs_trained"] = int(trainer.current_epoch)
     metrics["duration_s"] = round(time.time() - started, 2)
     metrics["run"] = {"output_dir": str(output_dir), **run_info(cfg.paths.get("root_dir"))}

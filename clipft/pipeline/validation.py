@@ -136,7 +136,7 @@ def _check_loss_weights(cfg: DictConfig) -> None:
     if sim + cls <= 0:
         raise ConfigError(
             f"model.sim_weight={sim!r} + model.cls_weight={cls!r} is 0: nothing would be trained; "
-            "set at least one of them > 0 (FLYP: sim_weight=1 cls_weight=0; WiSE-style CE: sim_weight=0 cls_weight=1)"
+            "set at least one of them > 0 (FLYP: sim_weight=1 cls_weight=0; cross-entropy only: model=clip_linear_head)"
         )
 
 

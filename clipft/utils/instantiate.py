@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from clipft.errors import ConfigError
+from clipft.errors import ClipftError, ConfigError
 from clipft.utils.safe_targets import check_target_allowed, untrusted_source
 
 
@@ -36,8 +36,12 @@ def locate(path: str) -> Any:
     raise ConfigError(f"_target_ {path!r} cannot be imported: check the spelling and that its package is installed")
 
 
-def instantiate(config: Mapping[str, Any] | None, *args: Any, **kwargs: Any) -> Any:
-    """Call ``config['_target_']`` with the remaining keys (plus ``kwargs``); ``_partial_`` returns a partial."""
+def instantiate(config: Mapping[str, Any] | None, *args: Any, config_path: str = "", **kwargs: Any) -> Any:
+    """Call ``config['_target_']`` with the remaining keys (plus ``kwargs``); ``_partial_`` returns a partial.
+
+    ``config_path``: where this config sits in its parent (``clip``, ``ensemble[1].clip``); a
+    :class:`~clipft.errors.ClipftError` from the constructor is re-raised with it as a prefix.
+    """
     if config is None:
         return None
     if not isinstance(config, Mapping) or "_target_" not in config:
@@ -50,4 +54,7 @@ def instantiate(config: Mapping[str, Any] | None, *args: Any, **kwargs: Any) -> 
     target = locate(config["_target_"])
     if config.get("_partial_", False):
         return functools.partial(target, *args, **params)
-    return target(*args, **params)
+    try:
+        return target(*args, **params)
+    except ClipftError as exc:
+        raise exc.located(config_path) from None

@@ -23,17 +23,10 @@ from typing import Any
 
 from clipft.errors import CheckpointError
 
-# Written as strings so that checking a name never imports anything the file chose.
-_MODULES = (
-    "clipft.methods.CLIPFineTune",
-    "clipft.methods.clip_finetune.CLIPFineTune",
-    "clipft.methods.CLIPLinearProbe",
-    "clipft.methods.clip_linear_probe.CLIPLinearProbe",
-    "clipft.methods.CLIPZeroShot",
-    "clipft.methods.clip_zeroshot.CLIPZeroShot",
-    "clipft.methods.CNNTransfer",
-    "clipft.methods.cnn_transfer.CNNTransfer",
-)
+# Written as strings so that checking a name never imports anything the file chose. Methods are
+# not listed: every ClassificationModule subclass registers itself when its module is imported
+# (clipft.methods.classification), and check_checkpoint imports clipft.methods (our own package) first.
+_MODULES: tuple[str, ...] = ()
 _BACKBONES = (
     "clipft.models.HFCLIPBackbone",
     "clipft.models.hf_clip.HFCLIPBackbone",
@@ -169,6 +162,8 @@ def check_arguments(target: Any, params: Mapping[str, Any], where: str, source: 
 
 def check_checkpoint(meta_module: Any, hparams: Any, source: str) -> Any:
     """The whole check of a file's module name and hyper-parameters; returns the module class."""
+    import clipft.methods  # noqa: F401 - registers clipft's own methods (trusted code, not the file's choice)
+
     if not isinstance(meta_module, str) or meta_module not in MODULE_TARGETS:
         raise UntrustedCheckpointError(
             f"{source!r} names the module {meta_module!r}, which is not one of clipft's LightningModules "

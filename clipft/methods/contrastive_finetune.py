@@ -1,0 +1,110 @@
+"""ContrastiveFineTune: fine-tune "like you pretrain" (FLYP), with the combined loss and description prompts.
+
+``loss = sim_weight * contrastive(image, text) + cls_weight * CE(logits, y)``, where the logits
+are ``exp(logit_scale) * image @ class_text.T``: the class text embeddings are the classifier.
+The text of a step is one prompt per class (``train_prompt``: first / name / description /
+random) or, with ``per_image``, one caption per image (CLIP-style alignment, as in
+``experiment=align_gtsrb``). With a frozen text tower the class text is computed once and the
+method becomes the "frozen zero-shot head" recipe with a contrastive term.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from clipft.errors import ConfigError
+from clipft.methods.clip_method import CLIPMethod
+from clipft.methods.distributed import gather_with_grad
+from clipft.methods.losses import TARGET_MODES, contrastive_loss
+
+
+class ContrastiveFineTune(CLIPMethod):
+    """FLYP and its variants (combined loss, description prompts, per-image captions).
+
+    Args:
+        sim_weight, cls_weight: weights of the contrastive and classification terms (>= 0, sum > 0).
+        contrastive_target: ``multi_positive`` | ``mask_same_class`` | ``arange`` (plain CLIP/FLYP).
+        Every other argument: :class:`~clipft.methods.clip_method.CLIPMethod`.
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        clip: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        prompts: dict[str, Any] | None = None,
+        sim_weight: float = 1.0,
+        cls_weight: float = 1.0,
+        label_smoothing: float = 0.0,
+        contrastive_target: str = "multi_positive",
+        freeze_image_tower: bool = False,
+        freeze_text_tower: bool = False,
+        freeze_logit_scale: bool = False,
+        learning_rates: dict[str, float | None] | None = None,
+        layer_decay: float | None = None,
+    ) -> None:
+        if sim_weight < 0 or cls_weight < 0 or sim_weight + cls_weight <= 0:
+            raise ConfigError(
+                f"sim_weight={sim_weight} and cls_weight={cls_weight}: both must be >= 0 and at least one > 0"
+            )
+        if contrastive_target not in TARGET_MODES:
+            raise ConfigError(f"contrastive_target={contrastive_target!r} is not one of {list(TARGET_MODES)}")
+        if freeze_image_tower and freeze_text_tower:
+            raise ConfigError("freeze_image_tower and freeze_text_tower are both true: nothing would train")
+        super().__init__(
+            class_names, clip, optimizer, scheduler, prompts, label_smoothing,
+            freeze_image_tower, freeze_text_tower, freeze_logit_scale, learning_rates, layer_decay,
+        )
+        self.save_hyperparameters()
+        self.sim_weight, self.cls_weight = float(sim_weight), float(cls_weight)
+        self.contrastive_target = contrastive_target
+
+    def training_text_features(self) -> torch.Tensor:
+        """One text embedding per class for this step; a frozen text tower gives the cached zero-shot head."""
+        if self.freeze_text_tower:
+            return self.frozen_class_text()
+        return self.encode_prompts(self.prompt_set.training_prompts(self.train_prompt, self._rng))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        image = self.backbone.encode_image(images)
+        text = self._eval_text_features
+        if text is None or self.training:
+            text = self.class_text_features()
+        return self.logit_scale() * image @ text.to(image.dtype).t()
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        images, labels = batch[0], batch[1]
+        image = self.backbone.encode_image(images)
+        scale = self.logit_scale()
+        per_image = self.train_prompt == "per_image" and not self.freeze_text_tower
+        needs_class_text = self.cls_weight > 0 or (self.sim_weight > 0 and not per_image)
+        text = self.training_text_features() if needs_class_text else None  # (classes, dim)
+        zero = torch.zeros((), device=image.device)
+        loss_cls = self.classification_loss(scale * image @ text.t(), labels) if self.cls_weight > 0 else zero
+        if self.sim_weight > 0:
+            # per_image: each image is paired with its own caption (CLIP-style pretraining / alignment)
+            paired = self._caption_features(labels) if per_image else text[labels]
+            # under DDP the negatives span the global batch (gathered with gradients)
+            loss_sim = contrastive_loss(*gather_with_grad(image, paired, labels), scale, self.contrastive_target)
+        else:
+            loss_sim = zero
+        loss = self.sim_weight * loss_sim + self.cls_weight * loss_cls
+        bs = len(labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
+        if self._diagnostics_step():
+            self.log_dict(
+                {"train/loss_sim": loss_sim, "train/loss_cls": loss_cls, "train/logit_scale": scale},
+                on_step=True,
+                on_epoch=False,
+                batch_size=bs,
+            )
+        return loss
+
+    def _caption_features(self, labels: torch.Tensor) -> torch.Tensor:
+        """Encode one random caption of its class per image (not cached: the list changes every step)."""
+        captions = self.prompt_set.captions_for(labels.tolist(), self._rng)
+        return self.backbone.encode_text(**self.backbone.tokenize(captions, device=self.device))
