@@ -4,7 +4,7 @@
 PYTHON ?= python3
 TORCH_PINS = torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test test-fast
+.PHONY: install demo test test-fast lint
 
 install:
 	$(PYTHON) -m pip install $(TORCH_PINS)
@@ -15,6 +15,11 @@ demo: install
 
 test: install
 	$(PYTHON) -m pytest
+
+# style (ruff) and architecture (import-linter: layers, no import cycles), as CI runs them
+lint: install
+	$(PYTHON) -m ruff check clipft tests benchmarks train.py eval.py
+	lint-imports
 
 # everything but the few tests marked slow
 test-fast:

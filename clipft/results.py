@@ -313,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sort-by", help="rank by this metrics.json summary key (e.g. best_val_acc, test_accuracy)")
     parser.add_argument("--mode", choices=("max", "min"), default="max", help="ranking direction for --sort-by")
     parser.add_argument("--complete-only", action="store_true", help="leave out failed / unfinished runs")
-    parser.add_argument("--columns", help="comma-separated columns to show (default: all of %s)" % ",".join(all_columns()))
+    parser.add_argument("--columns", help=f"comma-separated columns to show (default: all of {','.join(all_columns())})")
     args = parser.parse_args(argv)
     try:
         frame = collect(args.paths, complete_only=args.complete_only)

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from clipft.errors import ConfigError
+from clipft.methods.zeroshot_head import zeroshot_weights
 from clipft.models import DualEncoderBackbone, OpenCLIPBackbone
 from clipft.models.open_clip_backbone import save_tiny_open_clip
 from clipft.models.towers import HFTextTower, resolve_package_path, save_tiny_text_encoder
-from clipft.methods.zeroshot_head import zeroshot_weights
 
 INTERFACE = ("encode_image", "encode_text", "tokenize", "logit_scale", "preprocessing", "image_parameters", "text_parameters")
 
@@ -121,8 +121,8 @@ def test_zeroshot_head_averages_normalised_prompt_embeddings():
 
 def test_a_saved_backbone_folder_reloads_by_path_to_identical_outputs(tiny_text_dir, tmp_path):
     """sign-CLIP's format: safetensors + JSON + the text tower's HF folder, loaded like a hub id."""
-    from clipft.models.backbone_folder import save_backbone_folder
     from clipft.methods import ContrastiveFineTune
+    from clipft.models.backbone_folder import save_backbone_folder
 
     torch.manual_seed(0)
     original = tiny_dual(tiny_text_dir, init_seed=3).eval()

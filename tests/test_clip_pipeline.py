@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FAST, compose
 from omegaconf import open_dict
 
 from clipft.errors import ConfigError
 from clipft.methods.loading import load_module
-from conftest import FAST, compose
 
 TINY = [*FAST, "trainer.max_epochs=1", "data.train_per_class=6", "data.test_per_class=3", "logger=none"]
 

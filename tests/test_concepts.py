@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
+from conftest import ROOT
 
 from clipft.data.gtsrb import GTSRB_CLASSES
 from clipft.errors import ConfigError
 from clipft.evaluation.concepts import load_concept_map, shared_class_ids, split_accuracy
-from conftest import ROOT
 
 MAP = ROOT / "clipft" / "class_descriptions" / "concepts_gtsrb_traffic_signs.yaml"
 

@@ -4,11 +4,11 @@ before any data or model is built."""
 from __future__ import annotations
 
 import pytest
+from conftest import FAST, compose, run_script
 from hydra.errors import MissingConfigException
 
 from clipft.errors import CheckpointError, ConfigError
 from clipft.pipeline.validation import validate_config
-from conftest import FAST, compose, run_script
 
 BAD_VALUES = [
     (["model.optimizer.lr=-0.001"], r"model\.optimizer\.lr=-0\.001 .*positive number"),

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import compose, run_script
 
 # 5 classes x 5 test images = 25: odd, so the 2-rank DistributedSampler pads one sample

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, compose, run_script
+from eval_helpers import colour_run_overrides, make_colour_dataset
 
 from clipft.cli import ask, predict
 from clipft.errors import CheckpointError, ConfigError, DataError, DiskFull
 from clipft.methods.loading import load_module
 from clipft.utils.checkpoint_io import read_checkpoint
 from clipft.utils.safe_targets import UntrustedCheckpointError
-from conftest import ROOT, compose, run_script
-from eval_helpers import colour_run_overrides, make_colour_dataset
 
 
 class _Payload:

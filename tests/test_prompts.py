@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
+from conftest import CONF_DIR, compose
 
 from clipft.errors import ConfigError, DataError
 from clipft.prompts import (
@@ -14,7 +15,6 @@ from clipft.prompts import (
     load_template_set,
     prompt_set_from_config,
 )
-from conftest import CONF_DIR, compose
 
 ROOT = CONF_DIR.parent
 

@@ -15,8 +15,9 @@ from clipft.utils.checkpoint_io import AtomicCheckpointIO
 
 
 def test_trainer_uses_the_atomic_checkpoint_io(tmp_path):
-    from clipft.pipeline.building import build_trainer
     from conftest import compose
+
+    from clipft.pipeline.building import build_trainer
 
     trainer = build_trainer(compose(["trainer.accelerator=cpu"], root=tmp_path), callbacks=[], loggers=[])
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)

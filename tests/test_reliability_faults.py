@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
+from conftest import FAST, compose, run_script
 
 from clipft.callbacks.nan_guard import NonFiniteLossError
 from clipft.pipeline.failures import report_failure
-from conftest import FAST, compose, run_script
 
 FAULT = "+callbacks.fault._target_=reliability_faults.FaultAt"
 

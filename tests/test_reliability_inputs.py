@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import compose, run_script
 from PIL import Image
 
 from clipft.data.images import load_rgb
 from clipft.errors import DataError
 from clipft.prompts import load_descriptions
-from conftest import compose, run_script
 
 
 def test_descriptions_missing_classes_are_named(tmp_path):

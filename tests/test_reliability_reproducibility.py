@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import yaml
+from conftest import FAST, compose
 from omegaconf import open_dict
 
 from clipft.pipeline.train import run_train
-from conftest import FAST, compose
 
 
 def run_once(root):

@@ -6,10 +6,9 @@ import csv
 import json
 
 import pytest
+from conftest import run_script
 from eval_helpers import colour_data_overrides
 from PIL import Image
-
-from conftest import run_script
 
 RUN_PLOTS = ["confusion_matrix", "reliability", "metrics_summary", "per_class_acc", "class_similarity", "training_curves"]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FAST, ROOT, run_script
 
 from clipft.errors import CheckpointError, ConfigError
 from clipft.pipeline.run_dir import claim_run_dir, find_last_checkpoint
-from conftest import FAST, ROOT, run_script
 
 EXACT = [*FAST, "trainer.max_epochs=3", "trainer.deterministic=true", "seed=7"]
 FAULT = "+callbacks.fault._target_=reliability_faults.FaultAt"
@@ -93,6 +93,7 @@ def test_find_last_checkpoint_takes_the_newest_run(tmp_path):
 
 def test_resume_errors_are_clear(tmp_path):
     from conftest import compose
+
     from clipft.pipeline.run_dir import resolve_resume
 
     with pytest.raises(ConfigError, match=r"ckpt_path=last: no last\.ckpt under .*run_name='nobody'"):

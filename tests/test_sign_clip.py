@@ -6,9 +6,9 @@ import random
 
 import pytest
 import torch
+from test_experiments import compose_experiment, run_experiment, without_hydra_node
 
 from clipft.prompts import build_prompt_set
-from test_experiments import run_experiment, without_hydra_node, compose_experiment
 
 TINY_DUAL = ["model.clip.image_tower.pretrained=false", "model.clip.image_size=32", "model.clip.embed_dim=16",
              "data=synthetic_signs", "data.image_size=null", "data.mean=null", "data.std=null",

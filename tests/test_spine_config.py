@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from omegaconf import OmegaConf, open_dict
-
 from conftest import CONF_DIR, compose
+from omegaconf import OmegaConf, open_dict
 
 GROUPS = ["data", "model", "trainer", "callbacks", "logger", "paths", "hydra"]
 # options that need a user value (a `???`) get one here so they resolve

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from clipft.errors import ConfigError
-from clipft.models import HFCLIPBackbone
 from clipft.methods.contrastive_finetune import ContrastiveFineTune
 from clipft.methods.losses import contrastive_loss, contrastive_targets
+from clipft.models import HFCLIPBackbone
 
 CLASSES = ["stop", "yield", "keep left"]
 OPT = {"_target_": "torch.optim.AdamW", "lr": 3e-3, "weight_decay": 0.0}

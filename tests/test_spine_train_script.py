@@ -6,7 +6,6 @@ import csv
 import json
 
 import yaml
-
 from conftest import FAST, run_script
 
 

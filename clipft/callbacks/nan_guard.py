@@ -7,7 +7,6 @@ keep the last good weights; the message says where they are and which knobs to t
 
 from __future__ import annotations
 
-
 import lightning as L
 import torch
 

@@ -23,8 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from clipft.errors import CheckpointError
-    from clipft.models.backbone_folder import save_backbone_folder
     from clipft.methods.loading import load_module
+    from clipft.models.backbone_folder import save_backbone_folder
 
     module = load_module(args.ckpt)
     backbone = getattr(module, "backbone", None)

@@ -30,9 +30,9 @@ from clipft.data.images import load_rgb
 from clipft.data.paths import default_cache_dir, resolve_path
 from clipft.data.splits import merge_groups, stratified_group_split
 from clipft.data.stats import class_balance, compute_mean_std
-from clipft.utils.arguments import check_image_size
 from clipft.data.transforms import build_transform
 from clipft.errors import ConfigError, DataError
+from clipft.utils.arguments import check_image_size
 from clipft.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from torch import nn
 
 from clipft.data.images import is_image_file, load_rgb
 from clipft.data.transforms import build_transform
-from clipft.models.contract import VisionLanguageBackbone
 from clipft.errors import CheckpointError, DataError
+from clipft.models.contract import VisionLanguageBackbone
 
 # what a module that records nothing gets (CLIP's normalisation at 224 px)
 DEFAULT_PREPROCESSING = {

@@ -24,11 +24,11 @@ from clipft.methods.contrastive_finetune import ContrastiveFineTune
 from clipft.methods.linear_head_finetune import LinearHeadFineTune
 
 __all__ = [
-    "ClassificationModule",
     "CLIPLinearProbe",
     "CLIPMethod",
     "CLIPZeroShot",
     "CNNTransfer",
+    "ClassificationModule",
     "ContrastiveFineTune",
     "LinearHeadFineTune",
 ]

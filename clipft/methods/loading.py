@@ -15,7 +15,7 @@ import torch
 from clipft.errors import CheckpointError
 from clipft.methods.legacy import upgrade_checkpoint
 from clipft.utils.checkpoint_io import read_checkpoint
-from clipft.utils.instantiate import locate
+from clipft.utils.locate import locate
 from clipft.utils.safe_targets import building_from, check_checkpoint
 
 __all__ = ["load_module", "read_checkpoint"]
@@ -31,6 +31,8 @@ def load_module(
 
     ``trust_checkpoint``: build whatever the file names (dangerous: only for files you trust).
     """
+    import clipft.methods  # noqa: F401 - registers clipft's own methods (trusted code, not the file's choice)
+
     ckpt = read_checkpoint(path)
     meta = ckpt.get("clipft")
     if not isinstance(meta, dict) or "module" not in meta:

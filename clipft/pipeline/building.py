@@ -96,3 +96,30 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Any]):
     trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=plugins, _convert_="all")
     check_ddp_launch(trainer)  # multirun + script-relaunching DDP: one clear error (clipft.pipeline.launch)
     return trainer
+
+
+def spawns_workers(trainer: Any) -> bool:
+    """Whether the strategy runs fit/test in spawned worker processes (``trainer=ddp_spawn``)."""
+    from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+    return isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher)
+
+
+def trainer_for_test(trainer: Any, cfg: Any) -> Any:
+    """The trainer that runs the final test: ``trainer`` itself, except under spawned workers.
+
+    Spawned workers cannot hand per-sample test outputs back to this process (Lightning returns
+    only weights and logged scalars), so ``metrics.json`` would lack its test report: test on
+    one device of the same accelerator here instead (every test image once, no sampler padding).
+    """
+    if not spawns_workers(trainer):
+        return trainer
+    from omegaconf import open_dict
+
+    single = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    with open_dict(single):
+        single.trainer.devices = 1
+        single.trainer.num_nodes = 1
+        single.trainer.strategy = "auto"
+        single.trainer.sync_batchnorm = False
+    return build_trainer(single, callbacks=[], loggers=[])

@@ -159,8 +159,8 @@ def hydra_config_roots() -> list[Path]:
         for source in HydraConfig.get().runtime.config_sources:
             if source.provider == "main" and source.schema == "file":
                 roots.append(Path(source.path))
-    except Exception:  # noqa: BLE001 - not under @hydra.main (tests composing by hand)
-        pass
+    except Exception as exc:  # noqa: BLE001 - not under @hydra.main (tests composing by hand): packaged sets only
+        log.debug("no Hydra config sources (%s)", exc)
     return roots
 
 

@@ -62,32 +62,3 @@ def check_ddp_launch(trainer: Any) -> None:
             "(trainer.devices=1, e.g. with hydra/launcher=submitit_slurm to run jobs in parallel), "
             "or launch each run on its own without -m."
         )
-
-
-def spawns_workers(trainer: Any) -> bool:
-    """Whether the strategy runs fit/test in spawned worker processes (``trainer=ddp_spawn``)."""
-    from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
-
-    return isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher)
-
-
-def trainer_for_test(trainer: Any, cfg: Any) -> Any:
-    """The trainer that runs the final test: ``trainer`` itself, except under spawned workers.
-
-    Spawned workers cannot hand per-sample test outputs back to this process (Lightning returns
-    only weights and logged scalars), so ``metrics.json`` would lack its test report: test on
-    one device of the same accelerator here instead (every test image once, no sampler padding).
-    """
-    if not spawns_workers(trainer):
-        return trainer
-    from omegaconf import OmegaConf, open_dict
-
-    from clipft.pipeline.building import build_trainer
-
-    single = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    with open_dict(single):
-        single.trainer.devices = 1
-        single.trainer.num_nodes = 1
-        single.trainer.strategy = "auto"
-        single.trainer.sync_batchnorm = False
-    return build_trainer(single, callbacks=[], loggers=[])

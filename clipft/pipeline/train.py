@@ -21,8 +21,8 @@ from clipft.pipeline.building import (
     build_model,
     build_trainer,
     to_plain,
+    trainer_for_test,
 )
-from clipft.pipeline.launch import trainer_for_test
 from clipft.pipeline.run_dir import prepare_run_dir
 from clipft.pipeline.run_info import run_info
 from clipft.pipeline.validation import validate_config
@@ -82,7 +82,7 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
         )
         metrics["best_checkpoint"] = best_path or None
     if cfg.get("test", True):
-        # ddp_spawn: test on one device in this process (clipft.pipeline.launch.trainer_for_test)
+        # ddp_spawn: test on one device in this process (clipft.pipeline.building.trainer_for_test)
         trainer_for_test(trainer, cfg).test(model, datamodule=datamodule, ckpt_path=best_path or None)
         if model.test_outputs:
             report = classification_report(

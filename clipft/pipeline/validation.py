@@ -114,7 +114,7 @@ def _select(cfg: DictConfig, key: str) -> Any:
 
 def _check_missing(cfg: DictConfig) -> None:
     missing: list[str] = []
-    for key in cfg.keys():
+    for key in cfg:
         if key == "hydra":  # Hydra's own node holds sweep-only `???` keys
             continue
         if OmegaConf.is_missing(cfg, key):

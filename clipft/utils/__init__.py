@@ -3,4 +3,4 @@
 from clipft.utils.instantiate import instantiate
 from clipft.utils.io import atomic_write_json, atomic_write_text
 
-__all__ = ["instantiate", "atomic_write_json", "atomic_write_text"]
+__all__ = ["atomic_write_json", "atomic_write_text", "instantiate"]

@@ -8,32 +8,14 @@ their hyper-parameters, so a checkpoint can be re-created (and loaded with
 from __future__ import annotations
 
 import functools
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
 from clipft.errors import ClipftError, ConfigError
+from clipft.utils.locate import locate
 from clipft.utils.safe_targets import check_target_allowed, untrusted_source
 
-
-def locate(path: str) -> Any:
-    """Import ``package.module.attr`` (attributes may be nested)."""
-    if not isinstance(path, str) or "." not in path:
-        raise ConfigError(f"_target_ must be a dotted import path like 'torch.optim.AdamW', got {path!r}")
-    parts = path.split(".")
-    for split in range(len(parts) - 1, 0, -1):
-        module_name = ".".join(parts[:split])
-        try:
-            obj: Any = importlib.import_module(module_name)
-        except ModuleNotFoundError:
-            continue
-        try:
-            for attr in parts[split:]:
-                obj = getattr(obj, attr)
-        except AttributeError:
-            break
-        return obj
-    raise ConfigError(f"_target_ {path!r} cannot be imported: check the spelling and that its package is installed")
+__all__ = ["instantiate", "locate"]
 
 
 def instantiate(config: Mapping[str, Any] | None, *args: Any, config_path: str = "", **kwargs: Any) -> Any:

@@ -25,7 +25,7 @@ from clipft.errors import CheckpointError
 
 # Written as strings so that checking a name never imports anything the file chose. Methods are
 # not listed: every ClassificationModule subclass registers itself when its module is imported
-# (clipft.methods.classification), and check_checkpoint imports clipft.methods (our own package) first.
+# (clipft.methods.classification); clipft.methods.loading imports clipft.methods before any check.
 _MODULES: tuple[str, ...] = ()
 _BACKBONES = (
     "clipft.models.HFCLIPBackbone",
@@ -162,8 +162,6 @@ def check_arguments(target: Any, params: Mapping[str, Any], where: str, source: 
 
 def check_checkpoint(meta_module: Any, hparams: Any, source: str) -> Any:
     """The whole check of a file's module name and hyper-parameters; returns the module class."""
-    import clipft.methods  # noqa: F401 - registers clipft's own methods (trusted code, not the file's choice)
-
     if not isinstance(meta_module, str) or meta_module not in MODULE_TARGETS:
         raise UntrustedCheckpointError(
             f"{source!r} names the module {meta_module!r}, which is not one of clipft's LightningModules "
@@ -179,6 +177,6 @@ def check_checkpoint(meta_module: Any, hparams: Any, source: str) -> Any:
 
 
 def _resolve_registered(target: str) -> Any:
-    from clipft.utils.instantiate import locate
+    from clipft.utils.locate import locate
 
     return locate(target)
