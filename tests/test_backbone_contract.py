@@ -33,12 +33,19 @@ def _dual_folder(tmp):
     return DualEncoderBackbone(name_or_path=str(save_backbone_folder(_dual(tmp), tmp / "sign_clip")))
 
 
+def _example_backbone():
+    from extending.backbone.bag_of_words_clip import BagOfWordsCLIP
+
+    return BagOfWordsCLIP()
+
+
 VISION_LANGUAGE = {
     "hf_clip_folder": lambda tmp, tiny_clip_dir: HFCLIPBackbone(name_or_path=str(tiny_clip_dir)),
     "hf_clip_random": lambda tmp, tiny_clip_dir: HFCLIPBackbone(config={}),
     "open_clip_folder": lambda tmp, tiny_clip_dir: OpenCLIPBackbone(str(save_tiny_open_clip(tmp / "oc"))),
     "dual_encoder": lambda tmp, tiny_clip_dir: _dual(tmp),
     "dual_encoder_folder": lambda tmp, tiny_clip_dir: _dual_folder(tmp),
+    "example_bag_of_words": lambda tmp, tiny_clip_dir: _example_backbone(),  # docs/extending.md
 }
 IMAGE = {
     "mobilenet_v3_small": lambda: build_torchvision_backbone("mobilenet_v3_small", False),
