@@ -54,7 +54,7 @@ def percent_column_names() -> tuple[str, ...]:
     return ("val_acc", *percent_columns("test"))
 
 INTEGER_COLUMNS = ("rank", "image_size", "n_train", "n_val", "n_test", "epochs")
-TEXT_HEADERS = ("method", "model", "data", "split", "status", "overrides", "run_dir")
+TEXT_HEADERS = ("method", "model", "data", "split", "status", "overrides", "run_dir", "seeds")
 DEDUPE_NAMES = {"none": "random", "group": "dup-grouped", "drop": "deduped"}
 
 
@@ -141,6 +141,8 @@ def describe_split(data_cfg: dict[str, Any], split_report: dict[str, Any]) -> st
     test_view = data_cfg.get("test_view")
     if test_view:
         text += f", test {test_view}"
+    if data_cfg.get("shots"):  # the k-shot protocol: its own row per K
+        text += f", {int(data_cfg['shots'])}-shot"
     return text
 
 
@@ -175,6 +177,7 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
         "time_s": metrics.get("duration_s"),
         "status": "ok",
         "error": None,
+        "seed": config.get("seed"),
         "overrides": " ".join(hydra_overrides(run_dir)),
         "run_dir": str(run_dir),
         "summary": summary,
@@ -213,10 +216,37 @@ def _method_of_checkpoint(ckpt: str) -> str | None:
 def collect(paths: Iterable[str | Path], complete_only: bool = False) -> pd.DataFrame:
     """One row per run found under ``paths`` (see :func:`all_columns`), in path order."""
     rows = [run_row(d) for d in find_run_dirs(paths)]
-    frame = pd.DataFrame(rows, columns=[*all_columns(), "error", "overrides", "run_dir", "summary"])
+    frame = pd.DataFrame(rows, columns=[*all_columns(), "error", "overrides", "run_dir", "summary", "seed"])
     if complete_only:
         frame = frame[frame["status"] == "ok"].reset_index(drop=True)
     return frame
+
+
+# runs that differ only in their seed: one row of the seed table
+SEED_GROUP = ("method", "model", "data", "split", "image_size")
+
+
+def aggregate_seeds(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, model, data, split, px): metric columns as ``(mean, sample std)`` over the seeds.
+
+    ``seeds`` lists the seeds aggregated. Only finished runs count; a group of one run keeps its plain value.
+    """
+    done = frame[frame["status"] == "ok"]
+    numeric = ["val_acc", *table_columns("test"), "epochs", "time_s"]
+    rows = []
+    for key, group in done.groupby(list(SEED_GROUP), dropna=False, sort=False):
+        row: dict[str, Any] = dict(zip(SEED_GROUP, key))
+        row.update({c: group[c].iloc[0] for c in ("n_train", "n_val", "n_test")})
+        for col in numeric:
+            values = pd.to_numeric(group[col], errors="coerce").dropna()
+            if len(values) > 1:
+                row[col] = (float(values.mean()), float(values.std(ddof=1)))
+            else:
+                row[col] = float(values.iloc[0]) if len(values) else None
+        row["seeds"] = ",".join(str(s) for s in group["seed"].tolist())
+        row["status"] = "ok"
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*all_columns(), "seeds"])
 
 
 def rank(frame: pd.DataFrame, metric: str, mode: str = "max") -> pd.DataFrame:
@@ -262,6 +292,11 @@ def format_table(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> p
 
 
 def _format(col: str, value: Any) -> str:
+    if isinstance(value, tuple):  # (mean, std) of a seed table
+        mean, std = value
+        if col in percent_column_names():
+            return f"{100 * mean:.2f} ± {100 * std:.2f}"
+        return f"{_format(col, mean)} ± {_format(col, std)}"
     if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)):
         return "-"
     if col in percent_column_names():
@@ -313,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sort-by", help="rank by this metrics.json summary key (e.g. best_val_acc, test_accuracy)")
     parser.add_argument("--mode", choices=("max", "min"), default="max", help="ranking direction for --sort-by")
     parser.add_argument("--complete-only", action="store_true", help="leave out failed / unfinished runs")
+    parser.add_argument("--seeds", action="store_true", help="one row per method: mean ± sample std over runs that differ only in seed")
     parser.add_argument("--columns", help=f"comma-separated columns to show (default: all of {','.join(all_columns())})")
     args = parser.parse_args(argv)
     try:
@@ -322,6 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             unknown = [c for c in columns if c not in all_columns() and c not in ("overrides", "run_dir", "rank")]
             if unknown:
                 raise ConfigError(f"unknown column(s) {unknown}; choose from {list(all_columns())} + overrides, run_dir")
+        if args.seeds:
+            frame = aggregate_seeds(frame)
+            columns = [*(columns or all_columns()), "seeds"]
         if args.sort_by:
             frame = rank(frame, args.sort_by, args.mode)
             columns = ["rank", *(columns or all_columns())]
@@ -332,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         atomic_write_text(args.out, markdown)
     if args.csv:
-        frame.drop(columns=["summary"]).to_csv(args.csv, index=False)
+        frame.drop(columns=["summary"], errors="ignore").to_csv(args.csv, index=False)
     if sys.stdout.isatty():
         print_table(frame, columns, title=f"{len(frame)} run(s)")
     else:

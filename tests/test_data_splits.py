@@ -94,3 +94,38 @@ def test_conflicting_labels_on_identical_pixels_are_counted():
     pool = [Sample("/a.png", 0), Sample("/b.png", 1)]
     result = apply_dedupe(pool, None, lambda s: "same", "group")
     assert result.report["label_conflicts"] == 1
+
+
+def test_shots_take_k_distinct_groups_per_class_seeded():
+    from clipft.data.few_shot import select_shots
+
+    labels = [0] * 6 + [1] * 6 + [2] * 2
+    groups = ["a", "a", "b", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "k"]  # class 0: 4 groups, class 2: 1
+    picked = select_shots(labels, 3, seed=0, groups=groups, class_names=["x", "y", "z"])
+    chosen = [(labels[i], groups[i]) for i in picked.indices]
+    per_class = defaultdict(list)
+    for label, group in chosen:
+        per_class[label].append(group)
+    assert {k: len(v) for k, v in per_class.items()} == {0: 3, 1: 3, 2: 1}
+    assert all(len(set(v)) == len(v) for v in per_class.values())  # a copy never counts twice
+    assert picked.report["classes_with_fewer_images"] == {"z": 1}
+    assert select_shots(labels, 3, seed=0, groups=groups).indices == picked.indices
+    assert any(select_shots(labels, 3, seed=s, groups=groups).indices != picked.indices for s in range(1, 6))
+    with pytest.raises(Exception, match="data.shots"):
+        select_shots(labels, 0, seed=0)
+
+
+def test_datamodule_shots_shrink_only_train(synthetic_root):
+    from clipft.data import SyntheticSignsDataModule
+
+    def build(**kw):
+        dm = SyntheticSignsDataModule(root=str(synthetic_root), train_per_class=24, test_per_class=6, **kw)
+        dm.setup()
+        return dm
+
+    full, few = build(), build(shots=2, shot_seed=1)
+    assert few.split_report["few_shot"]["shots"] == 2
+    assert sorted(few.split_report["train_class_counts"]) == [2] * 10
+    assert {s.path for s in few.train_samples} <= {s.path for s in full.train_samples}
+    assert [s.path for s in few.val_samples] == [s.path for s in full.val_samples]
+    assert [s.path for s in few.test_samples] == [s.path for s in full.test_samples]

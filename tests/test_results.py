@@ -159,3 +159,48 @@ def test_an_eval_run_on_val_fills_the_val_column(tmp_path):
     (run / "metrics.json").write_text(json.dumps(metrics))
     row = run_row(run)
     assert row["val_acc"] == 0.4375 and row["test_acc"] is None
+
+
+def _fake_run(root, name, summary, seed, config_extra=None):
+    import json as _json
+
+    run = root / name
+    run.mkdir(parents=True)
+    config = {"seed": seed, "run_name": "m", "data": {"_target_": "clipft.data.FolderDataModule"}, **(config_extra or {})}
+    (run / "metrics.json").write_text(_json.dumps({"summary": summary, "config": config, "data": {"train": 10}}))
+    return run
+
+
+def test_seed_table_reports_mean_and_sample_std_over_seeds(tmp_path):
+    from clipft.results import aggregate_seeds, to_markdown
+
+    for seed, acc in ((0, 0.80), (1, 0.90), (2, 0.85)):
+        _fake_run(tmp_path, f"a{seed}", {"test_accuracy": acc, "best_val_acc": 0.9}, seed)
+    _fake_run(tmp_path, "b0", {"test_accuracy": 0.5}, 0, {"run_name": "other"})
+    table = aggregate_seeds(collect([tmp_path]))
+    assert len(table) == 2
+    row = table[table["method"] == "m"].iloc[0]
+    mean, std = row["test_acc"]
+    assert mean == pytest.approx(0.85) and std == pytest.approx(0.05)  # sample std of 0.80, 0.90, 0.85
+    assert row["seeds"] == "0,1,2"
+    assert "85.00 ± 5.00" in to_markdown(table, ["method", "test_acc", "seeds"])
+    assert table[table["method"] == "other"].iloc[0]["test_acc"] == pytest.approx(0.5)  # one run: no spread
+
+
+def test_wise_ft_plot_pairs_in_and_out_of_distribution_accuracy_per_alpha(tmp_path):
+    import json as _json
+
+    from PIL import Image
+
+    from clipft.evaluation.wise_ft_plot import main
+
+    for split, accs in (("val", (0.2, 0.7, 0.9)), ("test", (0.15, 0.6, 0.55))):
+        rows = {a: {"accuracy": x, "macro_f1": x, "ece": 0.1} for a, x in zip(("0", "0.5", "1"), accs)}
+        (tmp_path / split).mkdir()
+        (tmp_path / split / "metrics.json").write_text(_json.dumps({"split": split, "checkpoint": "c.ckpt", "wise_ft": rows}))
+    assert main([str(tmp_path / "val"), str(tmp_path / "test"), "--out", str(tmp_path / "w.png")]) == 0
+    with Image.open(tmp_path / "w.png") as im:
+        im.verify()
+    assert (tmp_path / "w.csv").read_text().splitlines()[2] == "0.5,0.7000,0.6000"
+    (tmp_path / "test" / "metrics.json").write_text(_json.dumps({"checkpoint": "other.ckpt", "wise_ft": {"0": {"accuracy": 1}}}))
+    assert main([str(tmp_path / "val"), str(tmp_path / "test")]) == 1  # different checkpoints: refused

@@ -104,7 +104,7 @@ def test_resume_errors_are_clear(tmp_path):
         resolve_resume(compose([f"ckpt_path={weights}"], root=tmp_path))
     other = tmp_path / "other.ckpt"
     torch.save({"loops": {}, "optimizer_states": [], "clipft": {"module": "clipft.methods.cnn.CNNClassifier"}}, other)
-    with pytest.raises(CheckpointError, match=r"trained by clipft\.modules\.cnn\.CNNClassifier, but model\._target_"):
+    with pytest.raises(CheckpointError, match=r"trained by clipft\.methods\.cnn\.CNNClassifier, but model\._target_"):
         resolve_resume(compose([f"ckpt_path={other}"], root=tmp_path))
 
 

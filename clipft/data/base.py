@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from clipft.data.cache import CachedImageDataset, DecodedImageCache, cache_key
 from clipft.data.dedupe import DEDUPE_MODES, TEST_VIEWS, apply_dedupe
+from clipft.data.few_shot import select_shots
 from clipft.data.fingerprints import FingerprintIndex
 from clipft.data.images import load_rgb
 from clipft.data.paths import default_cache_dir, resolve_path
@@ -140,6 +141,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         cache_size: int | None = None,
         augment_on_device: bool = False,
         base_dir: str | None = None,
+        shots: int | None = None,
+        shot_seed: int | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -174,6 +177,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
         if self.augment_on_device and not self.use_cache:
             raise ConfigError("data.augment_on_device=true needs data.cache=true (equal-size uint8 images to batch)")
         self.base_dir = base_dir
+        if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 1):
+            raise ConfigError(f"data.shots must be an integer >= 1 or null (all training images), got {shots!r}")
+        self.shots = shots
+        self.shot_seed = int(shot_seed) if shot_seed is not None else self.seed
         self.index: DatasetIndex | None = None
         self.train_samples: list[Sample] = []
         self.val_samples: list[Sample] = []
@@ -234,14 +241,24 @@ class ImageClassificationDataModule(L.LightningDataModule):
             groups = [groups[i] for i in split.train] if groups is not None else None
             pool = [pool[i] for i in split.train]
             unsplittable.update(split.unsplittable_classes)
+        train_groups = groups
         if val is None:
             split = stratified_group_split([s.label for s in pool], self.val_fraction, self.seed, groups)
             self.train_samples = [pool[i] for i in split.train]
             self.val_samples = [pool[i] for i in split.held_out]
+            train_groups = [groups[i] for i in split.train] if groups is not None else None
             unsplittable.update(split.unsplittable_classes)
         else:
             self.train_samples, self.val_samples = pool, list(val)
         self.test_samples = list(test)
+        few_shot = None
+        if self.shots is not None:  # k-shot protocol: only train shrinks, after the duplicate-aware split
+            selection = select_shots([s.label for s in self.train_samples], self.shots, self.shot_seed, train_groups, names)
+            self.train_samples = [self.train_samples[i] for i in selection.indices]
+            few_shot = selection.report
+            if few_shot["classes_with_fewer_images"]:
+                log.warning("data.shots=%d: classes with fewer distinct training images keep all they have: %s",
+                            self.shots, few_shot["classes_with_fewer_images"])
         if duplicates["checked"]:
             train_keys = {fingerprints[_key(s)].hash for s in self.train_samples}
             for split, samples in (("val", self.val_samples), ("test", self.test_samples)):
@@ -269,6 +286,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
             "duplicates": duplicates,
             "skipped_images": len(self.skipped_images),
         }
+        if few_shot is not None:
+            self.split_report["few_shot"] = few_shot
         log.info(
             "%s: %d classes, train %d / val %d / test %d; train class counts %d..%d (imbalance %.1fx), rarest: %s",
             type(self).__name__,

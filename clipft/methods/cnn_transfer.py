@@ -20,6 +20,7 @@ from clipft.callbacks.finetuning import TwoStageFinetuning
 from clipft.errors import ConfigError
 from clipft.methods.batch_mixing import BatchMixer
 from clipft.methods.classification import ClassificationModule
+from clipft.models.contract import ImageBackbone
 from clipft.utils.instantiate import instantiate
 
 DEFAULT_BACKBONE = {"_target_": "clipft.models.build_torchvision_backbone", "name": "mobilenet_v3_small", "pretrained": False}
@@ -59,14 +60,17 @@ class CNNTransfer(ClassificationModule):
         super().__init__(class_names, optimizer, scheduler, label_smoothing)
         self.save_hyperparameters()
         if not 0.0 <= float(head_dropout) < 1.0:
-            raise ConfigError(f"model.head_dropout must be in [0, 1), got {head_dropout!r}")
+            raise ConfigError(f"head_dropout must be in [0, 1), got {head_dropout!r}")
         if backbone_lr is not None and not float(backbone_lr) > 0:
             raise ConfigError(f"backbone_lr must be a positive number or null, got {backbone_lr!r}")
         if not isinstance(image_size, int) or image_size < 16:
-            raise ConfigError(f"model.image_size must be an integer >= 16, got {image_size!r}")
-        self.backbone = instantiate(backbone or DEFAULT_BACKBONE)
-        if not hasattr(self.backbone, "feature_dim") or not hasattr(self.backbone, "blocks"):
-            raise ConfigError(f"model.backbone must build a module with feature_dim and blocks(), got {type(self.backbone).__name__}")
+            raise ConfigError(f"image_size must be an integer >= 16, got {image_size!r}")
+        self.backbone = instantiate(backbone or DEFAULT_BACKBONE, config_path="backbone")
+        if not isinstance(self.backbone, ImageBackbone):
+            raise ConfigError(
+                f"backbone must build a clipft.models.contract.ImageBackbone (feature_dim, blocks(), preprocessing), "
+                f"got {type(self.backbone).__name__}"
+            )
         self.head = nn.Sequential(nn.Dropout(float(head_dropout)), nn.Linear(self.backbone.feature_dim, self.num_classes))
         self.backbone_lr = float(backbone_lr) if backbone_lr is not None else None
         self.finetuning = dict(finetuning) if finetuning else None

@@ -233,9 +233,9 @@ def check_resumable(path: Path, cfg: DictConfig) -> list[str] | None:
             "to start a new run from its weights"
         )
     recorded = str((ckpt.get("clipft") or {}).get("module", ""))
-    recorded, _ = upgrade_checkpoint(recorded, dict(ckpt.get("hyper_parameters") or {}))  # clipft 0.1 names
+    upgraded, _ = upgrade_checkpoint(recorded, dict(ckpt.get("hyper_parameters") or {}))  # clipft 0.1 names
     target = str(OmegaConf.select(cfg, "model._target_", default="") or "")
-    if recorded and target and recorded.rsplit(".", 1)[-1] != target.rsplit(".", 1)[-1]:
+    if recorded and target and str(upgraded).rsplit(".", 1)[-1] != target.rsplit(".", 1)[-1]:
         raise CheckpointError(
             f"{str(path)!r} was trained by {recorded}, but model._target_={target}; resume with the same "
             "model config (model=...) or use init_from for a new run"
