@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, compose
 from omegaconf import open_dict
 
 from clipft.methods.loading import load_module
-from conftest import ROOT, compose
 
 EXAMPLES = Path(__file__).parent / "extending"
 GUIDE = ROOT / "docs" / "extending.md"
