@@ -64,7 +64,8 @@ def class_text_similarity(model: Any) -> torch.Tensor | None:
     """Cosine similarity of a CLIP module's class text embeddings (None for models without a text head)."""
     if not callable(getattr(model, "class_text_features", None)):
         return None
-    feats = torch.nn.functional.normalize(model.class_text_features().float().cpu(), dim=-1)
+    with torch.no_grad():  # learned prompts (CoOp) carry gradients
+        feats = torch.nn.functional.normalize(model.class_text_features().detach().float().cpu(), dim=-1)
     return feats @ feats.t()
 
 

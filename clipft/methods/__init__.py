@@ -7,6 +7,10 @@ contrastive fine-tuning    :mod:`clipft.methods.contrastive_finetune`  clip_flyp
 linear-head fine-tuning    :mod:`clipft.methods.linear_head_finetune`  clip_linear_head, clip_lpft,
                                                                        clip_frozen_head
 linear probe               :mod:`clipft.methods.clip_linear_probe`     clip_linear_probe
+prompt learning (CoOp)     :mod:`clipft.methods.coop`                  clip_coop
+CLIP-Adapter               :mod:`clipft.methods.clip_adapter`          clip_adapter
+Tip-Adapter (-F)           :mod:`clipft.methods.tip_adapter`           clip_tip_adapter, clip_tip_adapter_f
+CLAP                       :mod:`clipft.methods.clap`                  clip_clap
 zero-shot (ensembles)      :mod:`clipft.methods.clip_zeroshot`         clip_zeroshot
 CNN transfer               :mod:`clipft.methods.cnn_transfer`          cnn_transfer, cnn_mobilenet_v2
 =========================  ==========================================  ===========================
@@ -15,20 +19,28 @@ The other files are the parts methods share: the base classes (``classification`
 ``clip_method``), losses, optimisers and schedules, heads, WiSE-FT, checkpoint loading.
 """
 
+from clipft.methods.clap import CLAP
 from clipft.methods.classification import ClassificationModule
+from clipft.methods.clip_adapter import CLIPAdapter
 from clipft.methods.clip_linear_probe import CLIPLinearProbe
 from clipft.methods.clip_method import CLIPMethod
 from clipft.methods.clip_zeroshot import CLIPZeroShot
 from clipft.methods.cnn_transfer import CNNTransfer
 from clipft.methods.contrastive_finetune import ContrastiveFineTune
+from clipft.methods.coop import CoOp
 from clipft.methods.linear_head_finetune import LinearHeadFineTune
+from clipft.methods.tip_adapter import TipAdapter
 
 __all__ = [
+    "CLAP",
+    "CLIPAdapter",
     "CLIPLinearProbe",
     "CLIPMethod",
     "CLIPZeroShot",
     "CNNTransfer",
     "ClassificationModule",
+    "CoOp",
     "ContrastiveFineTune",
     "LinearHeadFineTune",
+    "TipAdapter",
 ]

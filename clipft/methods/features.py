@@ -1,0 +1,42 @@
+"""Frozen-feature methods (linear probe, Tip-Adapter, CLAP) share this: image embeddings of a split,
+extracted once with the evaluation transform (no augmentation), in label order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+
+from clipft.errors import DataError
+
+
+@torch.no_grad()
+def image_features(backbone: Any, loader: Iterable[Any], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(features, labels)`` on the CPU: normalised image embeddings of every batch of ``loader``."""
+    backbone.eval()
+    feats, labels = [], []
+    for batch in loader:
+        feats.append(backbone.encode_image(batch[0].to(device)).float().cpu())
+        labels.append(torch.as_tensor(batch[1]).cpu())
+    if not feats:
+        raise DataError("the feature loader yielded no images")
+    return torch.cat(feats), torch.cat(labels)
+
+
+def eval_loader(datamodule: Any, samples: Sequence[Any], batch_size: int = 128) -> torch.utils.data.DataLoader:
+    """A split's images with the evaluation transform, in order (for one-off feature extraction)."""
+    return torch.utils.data.DataLoader(
+        datamodule.make_dataset(samples, train=False), batch_size=batch_size, shuffle=False,
+        num_workers=getattr(datamodule, "num_workers", 0),
+    )
+
+
+def split_features(module: Any, batch_size: int = 128) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
+    """Train and val features of the module's trainer's datamodule (val None when there is none)."""
+    dm = module.trainer.datamodule
+    if dm is None or not hasattr(dm, "train_samples"):
+        raise DataError(f"{type(module).__name__} extracts features from a clipft datamodule's splits; fit it with datamodule=")
+    train = image_features(module.backbone, eval_loader(dm, dm.train_samples, batch_size), module.device)
+    val = image_features(module.backbone, eval_loader(dm, dm.val_samples, batch_size), module.device) if dm.val_samples else None
+    return train, val

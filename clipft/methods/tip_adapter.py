@@ -1,0 +1,170 @@
+"""Tip-Adapter and Tip-Adapter-F (Zhang et al., "Tip-Adapter: Training-free Adaption of CLIP", ECCV 2022).
+
+A key-value cache of the training images: keys are their normalised image features, values
+their one-hot labels. A test image's logits are the zero-shot logits plus
+``alpha * exp(-beta * (1 - f @ keys.T)) @ values``. So ``alpha = 0`` is zero-shot exactly, and
+``beta`` sharpens the affinities. The training-free variant builds the cache once at the start
+of fit and stops. Tip-Adapter-F (``finetune_keys: true``) trains the keys with cross-entropy
+for the configured epochs. ``alpha`` and ``beta`` are then chosen on val from ``search_alpha`` x
+``search_beta``.
+
+Defaults from the reference implementation (github.com/gaopengcuhk/Tip-Adapter): alpha 1,
+beta 5.5 (initial values), AdamW lr 1e-3 for -F. The reference averages 10 augmented views of
+each training image into its key; clipft uses one unaugmented view, so the cache is the
+images' own embeddings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from clipft.errors import ConfigError
+from clipft.methods.clip_method import CLIPMethod
+from clipft.methods.features import split_features
+
+
+class TipAdapter(CLIPMethod):
+    """Zero-shot head + a cache of the training features (keys fixed, or trained with ``finetune_keys``).
+
+    Args:
+        alpha, beta: cache weight and sharpness (the values kept when no val split exists).
+        finetune_keys: Tip-Adapter-F: the keys are parameters trained with cross-entropy.
+        search_alpha, search_beta: grids searched on val after the cache is built / trained ([]: keep alpha, beta).
+        Every other argument: :class:`~clipft.methods.clip_method.CLIPMethod` (towers always frozen).
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        clip: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        prompts: dict[str, Any] | None = None,
+        alpha: float = 1.0,
+        beta: float = 5.5,
+        finetune_keys: bool = False,
+        search_alpha: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
+        search_beta: Sequence[float] = (1.0, 3.0, 5.5, 8.0, 12.0),
+        feature_batch_size: int = 128,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        if float(alpha) < 0 or float(beta) < 0:
+            raise ConfigError(f"alpha={alpha} and beta={beta} must be >= 0")
+        super().__init__(
+            class_names, clip, optimizer, scheduler, prompts, label_smoothing,
+            freeze_image_tower=True, freeze_text_tower=True, freeze_logit_scale=True,
+        )
+        self.save_hyperparameters()
+        self.finetune_keys = bool(finetune_keys)
+        self.search_alpha, self.search_beta = [float(a) for a in search_alpha], [float(b) for b in search_beta]
+        self.feature_batch_size = int(feature_batch_size)
+        self.register_buffer("alpha", torch.tensor(float(alpha)))
+        self.register_buffer("beta", torch.tensor(float(beta)))
+        dim = int(self.backbone.embed_dim)
+        # sized by the training set at fit time; a checkpoint's own sizes are restored in _load_from_state_dict
+        self.cache_keys = nn.Parameter(torch.zeros(0, dim), requires_grad=self.finetune_keys)
+        self.register_buffer("cache_values", torch.zeros(0, self.num_classes))
+        self.cache_scores: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ cache
+    def _allocate(self, size: int) -> None:
+        self.cache_keys = nn.Parameter(torch.zeros(size, self.cache_keys.shape[1], device=self.device), requires_grad=self.finetune_keys)
+        self.cache_values = torch.zeros(size, self.num_classes, device=self.device)
+
+    @torch.no_grad()
+    def build_cache(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Fill the cache in place (the optimiser of Tip-Adapter-F already holds the keys)."""
+        if self.cache_keys.shape[0] != len(features):
+            self._allocate(len(features))
+        self.cache_keys.copy_(nn.functional.normalize(features.float(), dim=-1).to(self.device))
+        self.cache_values.copy_(nn.functional.one_hot(labels.long(), self.num_classes).float().to(self.device))
+
+    def cache_logits(self, image: torch.Tensor, beta: torch.Tensor | float | None = None) -> torch.Tensor:
+        beta = self.beta if beta is None else beta
+        affinity = image.float() @ nn.functional.normalize(self.cache_keys, dim=-1).t()
+        return torch.exp(-beta * (1.0 - affinity)) @ self.cache_values
+
+    def zeroshot_logits(self, image: torch.Tensor) -> torch.Tensor:
+        text = self._eval_text_features if self._eval_text_features is not None else self.frozen_class_text()
+        return self.logit_scale() * image.float() @ text.float().t()
+
+    @torch.no_grad()
+    def search(self, val: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        """Pick (alpha, beta) with the best val accuracy over the grids (ties: the first, i.e. smallest alpha)."""
+        if val is None or not self.search_alpha or not self.search_beta:
+            return
+        image, labels = val[0].to(self.device), val[1].to(self.device)
+        zeroshot = self.zeroshot_logits(image)
+        best = None
+        for beta in self.search_beta:
+            cache = self.cache_logits(image, beta)
+            for alpha in self.search_alpha:
+                acc = float(((zeroshot + alpha * cache).argmax(-1) == labels).float().mean())
+                self.cache_scores[f"alpha={alpha:g},beta={beta:g}"] = acc
+                if best is None or acc > best[0]:
+                    best = (acc, alpha, beta)
+        _, alpha, beta = best
+        self.alpha.fill_(alpha)
+        self.beta.fill_(beta)
+
+    # ------------------------------------------------------------------ lifecycle
+    def setup(self, stage: str) -> None:
+        """Size the cache before the optimiser is built (the keys are Tip-Adapter-F's parameters)."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit" and not self.cache_keys.shape[0] and dm is not None and hasattr(dm, "train_samples"):
+            self._allocate(len(dm.train_samples))
+            self._cache_filled = False
+
+    def configure_optimizers(self) -> Any:
+        return super().configure_optimizers() if self.finetune_keys else None  # training-free: nothing to optimise
+
+    def on_fit_start(self) -> None:
+        if self.cache_keys.shape[0] and getattr(self, "_cache_filled", True):  # resumed with a cache
+            return
+        train, val = split_features(self, self.feature_batch_size)
+        self.build_cache(*train)
+        self._cache_filled = True
+        self._val_features = val
+        if not self.finetune_keys:  # training-free: the cache is the model
+            self.search(val)
+            self.trainer.should_stop = True
+
+    def on_train_end(self) -> None:
+        if self.finetune_keys:
+            self.search(getattr(self, "_val_features", None))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        for name in ("cache_keys", "cache_values"):
+            incoming = state_dict.get(prefix + name)
+            if incoming is not None and getattr(self, name).shape != incoming.shape:
+                if name == "cache_keys":
+                    self.cache_keys = nn.Parameter(torch.zeros_like(incoming), requires_grad=self.finetune_keys)
+                else:
+                    self.cache_values = torch.zeros_like(incoming)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ------------------------------------------------------------------ steps
+    def extra_parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        return {"head": [("cache_keys", self.cache_keys)]} if self.finetune_keys else {}
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        image = self.backbone.encode_image(images)
+        logits = self.zeroshot_logits(image)
+        if self.cache_keys.shape[0]:
+            logits = logits + self.alpha * self.cache_logits(image)
+        return logits
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        if not self.finetune_keys:
+            return None
+        loss = self.classification_loss(self(batch[0]), batch[1])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch[1]))
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self.backbone.eval()
