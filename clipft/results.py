@@ -249,6 +249,41 @@ def aggregate_seeds(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*all_columns(), "seeds"])
 
 
+def shots_of(split: Any) -> int | None:
+    """K of a row's split description (``..., 4-shot``), None for full data."""
+    text = str(split or "")
+    if text.endswith("-shot"):
+        return int(text.rsplit(", ", 1)[-1].split("-")[0])
+    return None
+
+
+def plot_shots(seed_table: pd.DataFrame, path: str | Path, metric: str = "test_acc") -> Path:
+    """Accuracy vs shots, one line per model (mean, with the seeds' std as error bars)."""
+    from clipft.evaluation.plots import plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    table = seed_table.assign(shots=[shots_of(s) for s in seed_table["split"]])
+    table = table[table["shots"].notna()]
+    if table.empty:
+        raise DataError("no k-shot runs (data.shots) among the runs: nothing to plot")
+    for model, rows in table.groupby("model", sort=True):
+        rows = rows.sort_values("shots")
+        means = [100 * (v[0] if isinstance(v, tuple) else float(v)) for v in rows[metric]]
+        stds = [100 * (v[1] if isinstance(v, tuple) else 0.0) for v in rows[metric]]
+        ax.errorbar(rows["shots"].astype(int), means, yerr=stds, marker="o", capsize=3, label=str(model))
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("training images per class (shots)")
+    ax.set_ylabel(f"{all_columns().get(metric, metric)} (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def rank(frame: pd.DataFrame, metric: str, mode: str = "max") -> pd.DataFrame:
     """Sort by ``summary[metric]`` (best first, failed runs last) and number the ranks."""
     if mode not in ("max", "min"):
@@ -349,6 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("max", "min"), default="max", help="ranking direction for --sort-by")
     parser.add_argument("--complete-only", action="store_true", help="leave out failed / unfinished runs")
     parser.add_argument("--seeds", action="store_true", help="one row per method: mean ± sample std over runs that differ only in seed")
+    parser.add_argument("--shots-plot", help="with --seeds: write the accuracy-vs-shots figure of the k-shot runs here")
     parser.add_argument("--columns", help=f"comma-separated columns to show (default: all of {','.join(all_columns())})")
     args = parser.parse_args(argv)
     try:
@@ -361,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.seeds:
             frame = aggregate_seeds(frame)
             columns = [*(columns or all_columns()), "seeds"]
+            if args.shots_plot:
+                plot_shots(frame, args.shots_plot)
         if args.sort_by:
             frame = rank(frame, args.sort_by, args.mode)
             columns = ["rank", *(columns or all_columns())]
