@@ -7,6 +7,7 @@ contrastive fine-tuning    :mod:`clipft.methods.contrastive_finetune`  clip_flyp
 linear-head fine-tuning    :mod:`clipft.methods.linear_head_finetune`  clip_linear_head, clip_lpft,
                                                                        clip_frozen_head
 linear probe               :mod:`clipft.methods.clip_linear_probe`     clip_linear_probe
+PEFT (LoRA, LoHa, IA3...)  :mod:`clipft.methods.peft_finetune`         clip_lora
 prompt learning (CoOp)     :mod:`clipft.methods.coop`                  clip_coop
 CLIP-Adapter               :mod:`clipft.methods.clip_adapter`          clip_adapter
 Tip-Adapter (-F)           :mod:`clipft.methods.tip_adapter`           clip_tip_adapter, clip_tip_adapter_f
@@ -29,6 +30,7 @@ from clipft.methods.cnn_transfer import CNNTransfer
 from clipft.methods.contrastive_finetune import ContrastiveFineTune
 from clipft.methods.coop import CoOp
 from clipft.methods.linear_head_finetune import LinearHeadFineTune
+from clipft.methods.peft_finetune import PEFTFineTune
 from clipft.methods.tip_adapter import TipAdapter
 
 __all__ = [
@@ -42,5 +44,6 @@ __all__ = [
     "CoOp",
     "ContrastiveFineTune",
     "LinearHeadFineTune",
+    "PEFTFineTune",
     "TipAdapter",
 ]

@@ -88,6 +88,11 @@ class ClassificationModule(L.LightningModule):
         """Compute what every prediction reuses (a CLIP method's class text); the pipeline's loops and
         the CLIs call it before predicting. Nothing to do for a plain classifier."""
 
+    def inference_export(self) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]] | None:
+        """``(module path, hyper-parameters, state dict)`` of a simpler module that predicts the same
+        (PEFT: the adapter merged), written by the pipeline as ``checkpoints/inference.ckpt``; None: nothing to export."""
+        return None
+
     def named_parameter_groups(self) -> dict[str, Iterable[tuple[str, nn.Parameter]]]:
         """Parts of the model that may get their own LR: ``{part: named_parameters}``."""
         return {"model": self.named_parameters()}
@@ -139,15 +144,20 @@ class ClassificationModule(L.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record which class to rebuild, so a checkpoint alone is enough to load the model."""
-        import clipft
-
-        checkpoint["clipft"] = {"module": module_class_path(self), "version": clipft.__version__}
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is not None and hasattr(datamodule, "preprocessing"):  # what predict/ask must replay
-            checkpoint["clipft"]["preprocessing"] = dict(datamodule.preprocessing)
-            checkpoint["clipft"]["eval_transform"] = getattr(datamodule, "eval_transform_name", "clip_eval")
+        checkpoint["clipft"] = self.checkpoint_record(module_class_path(self))
         if "hyper_parameters" in checkpoint:
             checkpoint["hyper_parameters"] = plain_containers(checkpoint["hyper_parameters"])
+
+    def checkpoint_record(self, module_path: str) -> dict[str, Any]:
+        """``checkpoint["clipft"]``: the class to rebuild, the version, and the preprocessing predict/ask replay."""
+        import clipft
+
+        record: dict[str, Any] = {"module": module_path, "version": clipft.__version__}
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "preprocessing"):
+            record["preprocessing"] = dict(datamodule.preprocessing)
+            record["eval_transform"] = getattr(datamodule, "eval_transform_name", "clip_eval")
+        return record
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:

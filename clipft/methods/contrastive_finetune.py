@@ -59,7 +59,8 @@ class ContrastiveFineTune(CLIPMethod):
             class_names, clip, optimizer, scheduler, prompts, label_smoothing,
             freeze_image_tower, freeze_text_tower, freeze_logit_scale, learning_rates, layer_decay,
         )
-        self.save_hyperparameters()
+        if type(self) is ContrastiveFineTune:  # a subclass records its own arguments (a checkpoint rebuilds it from them)
+            self.save_hyperparameters()
         self.sim_weight, self.cls_weight = float(sim_weight), float(cls_weight)
         self.contrastive_target = contrastive_target
 

@@ -90,6 +90,9 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
             )
             metrics["test"] = report
             metrics["summary"].update(headline_summary(report, "test"))
+        exported = model.inference_export()  # e.g. a PEFT adapter merged into the tested (best) weights
+        if exported is not None and trainer.is_global_zero:
+            metrics["inference_checkpoint"] = str(write_inference_checkpoint(model, exported, output_dir))
     metrics["epochs_trained"] = int(trainer.current_epoch)
     metrics["duration_s"] = round(time.time() - started, 2)
     metrics["run"] = {"output_dir": str(output_dir), **run_info(cfg.paths.get("root_dir"))}
@@ -101,6 +104,22 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     atomic_write_json(output_dir / "metrics.json", metrics)
     log.info("metrics written to %s", output_dir / "metrics.json")
     return metrics
+
+
+def write_inference_checkpoint(model: Any, exported: tuple[str, dict[str, Any], dict[str, Any]], output_dir: Path) -> Path:
+    """``checkpoints/inference.ckpt``: the module's inference form, loadable like any checkpoint (atomic write)."""
+    import io
+
+    import torch
+
+    from clipft.methods.classification import plain_containers
+    from clipft.utils.io import atomic_write_bytes
+
+    module_path, hparams, state_dict = exported
+    buffer = io.BytesIO()
+    torch.save({"state_dict": state_dict, "hyper_parameters": plain_containers(hparams),
+                "clipft": model.checkpoint_record(module_path)}, buffer)
+    return atomic_write_bytes(output_dir / "checkpoints" / "inference.ckpt", buffer.getvalue())
 
 
 def check_has_validation(cfg: DictConfig, datamodule: Any) -> None:
