@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from clipft.methods.classification import module_class_path
-from clipft.models import DualEncoderBackbone, HFCLIPBackbone, OpenCLIPBackbone, build_torchvision_backbone
+from clipft.models import DualEncoderBackbone, HFCLIPBackbone, HFSiglipBackbone, OpenCLIPBackbone, build_torchvision_backbone
 from clipft.models.backbone_folder import save_backbone_folder
 from clipft.models.contract import ImageBackbone, VisionLanguageBackbone
+from clipft.models.hf_siglip import save_tiny_siglip
 from clipft.models.open_clip_backbone import save_tiny_open_clip
 from clipft.models.towers import save_tiny_text_encoder
 from clipft.utils.safe_targets import SAFE_TARGETS
@@ -42,6 +43,8 @@ def _example_backbone():
 VISION_LANGUAGE = {
     "hf_clip_folder": lambda tmp, tiny_clip_dir: HFCLIPBackbone(name_or_path=str(tiny_clip_dir)),
     "hf_clip_random": lambda tmp, tiny_clip_dir: HFCLIPBackbone(config={}),
+    "hf_siglip_folder": lambda tmp, tiny_clip_dir: HFSiglipBackbone(name_or_path=str(save_tiny_siglip(tmp / "siglip"))),
+    "hf_siglip_random": lambda tmp, tiny_clip_dir: HFSiglipBackbone(config={}),
     "open_clip_folder": lambda tmp, tiny_clip_dir: OpenCLIPBackbone(str(save_tiny_open_clip(tmp / "oc"))),
     "dual_encoder": lambda tmp, tiny_clip_dir: _dual(tmp),
     "dual_encoder_folder": lambda tmp, tiny_clip_dir: _dual_folder(tmp),
@@ -91,6 +94,7 @@ def test_parameter_groups_are_disjoint_and_each_gets_gradients(backbone):
     assert image_ids and text_ids and not image_ids & text_ids
     assert {id(p) for p in projection} <= image_ids | text_ids  # projections sit inside a tower's group
     assert id(backbone.logit_scale) not in image_ids | text_ids
+    assert backbone.logit_bias is None or id(backbone.logit_bias) not in image_ids | text_ids
     backbone.train()
     image = backbone.encode_image(_pixels(backbone, 4))
     text = backbone.encode_text(**backbone.tokenize(TEXTS[:2] * 2))

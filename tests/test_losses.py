@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -60,3 +61,23 @@ def test_multi_positive_loss_drops_when_same_class_features_align():
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first
+
+
+def test_sigmoid_loss_matches_a_hand_computed_value_and_its_target_modes():
+    import math
+
+    from clipft.methods.losses import sigmoid_contrastive_loss
+
+    image = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    text = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 1])
+    # logits = 2 * I - 1: own pairs 1 (matches), others -1 (non-matches): every term is log sigmoid(1)
+    got = sigmoid_contrastive_loss(image, text, labels, 2.0, -1.0, "arange")
+    want = -4 * math.log(1 / (1 + math.exp(-1.0))) / 2
+    assert float(got) == pytest.approx(want, rel=1e-6)
+    same = torch.tensor([0, 0])
+    multi = sigmoid_contrastive_loss(image, text, same, 2.0, -1.0, "multi_positive")  # all four pairs match
+    want_multi = -(2 * math.log(1 / (1 + math.exp(-1.0))) + 2 * math.log(1 / (1 + math.exp(1.0)))) / 2
+    assert float(multi) == pytest.approx(want_multi, rel=1e-6)
+    masked = sigmoid_contrastive_loss(image, text, same, 2.0, -1.0, "mask_same_class")  # off-diagonal pairs dropped
+    assert float(masked) == pytest.approx(-2 * math.log(1 / (1 + math.exp(-1.0))) / 2, rel=1e-6)

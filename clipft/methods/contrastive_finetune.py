@@ -18,7 +18,7 @@ import torch
 from clipft.errors import ConfigError
 from clipft.methods.clip_method import CLIPMethod
 from clipft.methods.distributed import gather_with_grad
-from clipft.methods.losses import TARGET_MODES, contrastive_loss
+from clipft.methods.losses import LOSSES, TARGET_MODES, contrastive_loss, sigmoid_contrastive_loss
 
 
 class ContrastiveFineTune(CLIPMethod):
@@ -27,6 +27,8 @@ class ContrastiveFineTune(CLIPMethod):
     Args:
         sim_weight, cls_weight: weights of the contrastive and classification terms (>= 0, sum > 0).
         contrastive_target: ``multi_positive`` | ``mask_same_class`` | ``arange`` (plain CLIP/FLYP).
+        loss: ``softmax`` (CLIP's InfoNCE) | ``sigmoid`` (SigLIP's pairwise loss, with the backbone's
+            ``logit_bias``): fine-tune with the objective the model was pretrained with.
         Every other argument: :class:`~clipft.methods.clip_method.CLIPMethod`.
     """
 
@@ -41,6 +43,7 @@ class ContrastiveFineTune(CLIPMethod):
         cls_weight: float = 1.0,
         label_smoothing: float = 0.0,
         contrastive_target: str = "multi_positive",
+        loss: str = "softmax",
         freeze_image_tower: bool = False,
         freeze_text_tower: bool = False,
         freeze_logit_scale: bool = False,
@@ -53,6 +56,8 @@ class ContrastiveFineTune(CLIPMethod):
             )
         if contrastive_target not in TARGET_MODES:
             raise ConfigError(f"contrastive_target={contrastive_target!r} is not one of {list(TARGET_MODES)}")
+        if loss not in LOSSES:
+            raise ConfigError(f"loss={loss!r} is not one of {list(LOSSES)}")
         if freeze_image_tower and freeze_text_tower:
             raise ConfigError("freeze_image_tower and freeze_text_tower are both true: nothing would train")
         super().__init__(
@@ -63,6 +68,7 @@ class ContrastiveFineTune(CLIPMethod):
             self.save_hyperparameters()
         self.sim_weight, self.cls_weight = float(sim_weight), float(cls_weight)
         self.contrastive_target = contrastive_target
+        self.loss_kind = loss
 
     def training_text_features(self) -> torch.Tensor:
         """One text embedding per class for this step; a frozen text tower gives the cached zero-shot head."""
@@ -90,7 +96,12 @@ class ContrastiveFineTune(CLIPMethod):
             # per_image: each image is paired with its own caption (CLIP-style pretraining / alignment)
             paired = self._caption_features(labels) if per_image else text[labels]
             # under DDP the negatives span the global batch (gathered with gradients)
-            loss_sim = contrastive_loss(*gather_with_grad(image, paired, labels), scale, self.contrastive_target)
+            image_all, paired_all, labels_all = gather_with_grad(image, paired, labels)
+            if self.loss_kind == "sigmoid":
+                bias = self.backbone.logit_bias if self.backbone.logit_bias is not None else 0.0
+                loss_sim = sigmoid_contrastive_loss(image_all, paired_all, labels_all, scale, bias, self.contrastive_target)
+            else:
+                loss_sim = contrastive_loss(image_all, paired_all, labels_all, scale, self.contrastive_target)
         else:
             loss_sim = zero
         loss = self.sim_weight * loss_sim + self.cls_weight * loss_cls

@@ -55,3 +55,33 @@ def _soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     # 0 * -inf is nan: masked entries carry zero target mass, so zero them explicitly.
     terms = torch.where(targets > 0, targets * log_probs, torch.zeros_like(log_probs))
     return -terms.sum(dim=-1).mean()
+
+
+LOSSES = ("softmax", "sigmoid")
+
+
+def sigmoid_contrastive_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    labels: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    logit_bias: torch.Tensor | float = 0.0,
+    mode: str = "multi_positive",
+) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss (Zhai et al. 2023): every image-text pair is a binary match.
+
+    ``-sum_ij log sigmoid(z_ij * (scale * x_i . y_j + bias)) / B`` with ``z_ij = +1`` for a match.
+    A match is the same class (``multi_positive``) or the pair's own caption only (``arange``).
+    ``mask_same_class`` scores own pairs as matches and drops same-class off-diagonal pairs.
+    """
+    if mode not in TARGET_MODES:
+        raise ConfigError(f"contrastive_target={mode!r} is not one of {list(TARGET_MODES)}")
+    logits = (logit_scale * image_features @ text_features.t() + logit_bias).float()
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    same = labels[:, None] == labels[None, :]
+    positive = same if mode == "multi_positive" else eye
+    signs = positive.float() * 2 - 1
+    terms = F.logsigmoid(signs * logits)
+    if mode == "mask_same_class":
+        terms = terms.masked_fill(same & ~eye, 0.0)
+    return -terms.sum() / len(labels)

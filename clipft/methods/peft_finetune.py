@@ -68,13 +68,14 @@ class PEFTFineTune(ContrastiveFineTune):
         cls_weight: float = 1.0,
         label_smoothing: float = 0.0,
         contrastive_target: str = "multi_positive",
+        loss: str = "softmax",
     ) -> None:
         towers = [str(t) for t in adapt_towers]
         if not towers or any(t not in TOWERS for t in towers):
             raise ConfigError(f"adapt_towers={list(adapt_towers)} must be a non-empty subset of {list(TOWERS)}")
         super().__init__(
             class_names, clip, optimizer, scheduler, prompts, sim_weight, cls_weight, label_smoothing,
-            contrastive_target, freeze_logit_scale=True,
+            contrastive_target, loss=loss, freeze_logit_scale=True,
         )
         self.save_hyperparameters()
         self.adapter_config = {**DEFAULT_ADAPTER, **dict(adapter or {})}

@@ -2,6 +2,7 @@
 
 from clipft.models.dual_encoder import DualEncoderBackbone
 from clipft.models.hf_clip import HFCLIPBackbone
+from clipft.models.hf_siglip import HFSiglipBackbone
 from clipft.models.open_clip_backbone import OpenCLIPBackbone
 from clipft.models.tiny_clip import TINY_CLIP_CONFIG, save_tiny_clip
 from clipft.models.torchvision_backbones import TorchvisionBackbone, build_torchvision_backbone
@@ -9,6 +10,7 @@ from clipft.models.torchvision_backbones import TorchvisionBackbone, build_torch
 __all__ = [
     "DualEncoderBackbone",
     "HFCLIPBackbone",
+    "HFSiglipBackbone",
     "OpenCLIPBackbone",
     "TINY_CLIP_CONFIG",
     "TorchvisionBackbone",

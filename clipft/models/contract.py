@@ -41,6 +41,10 @@ class VisionLanguageBackbone(Protocol):
         """Learnable log inverse temperature (CLIP's ``logit_scale``)."""
 
     @property
+    def logit_bias(self) -> nn.Parameter | None:
+        """SigLIP's learnable logit bias of the sigmoid loss; None for softmax-pretrained models."""
+
+    @property
     def image_tower(self) -> nn.Module: ...
 
     @property

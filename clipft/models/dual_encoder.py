@@ -104,6 +104,10 @@ class DualEncoderBackbone(nn.Module):
     def logit_scale(self) -> nn.Parameter:
         return self._logit_scale
 
+    @property
+    def logit_bias(self) -> nn.Parameter | None:
+        return None  # softmax-pretrained: no sigmoid-loss bias
+
     def train(self, mode: bool = True) -> DualEncoderBackbone:
         """Locked towers stay in eval mode (BatchNorm statistics and dropout frozen too)."""
         super().train(mode)

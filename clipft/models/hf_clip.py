@@ -93,6 +93,10 @@ class HFCLIPBackbone(nn.Module):
         """Log of the softmax temperature's inverse, learnable, as in CLIP."""
         return self.model.logit_scale
 
+    @property
+    def logit_bias(self) -> nn.Parameter | None:
+        return None  # softmax-pretrained: no sigmoid-loss bias
+
     def tokenize(self, texts: list[str], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
         tokens = self.tokenizer(
             list(texts),

@@ -68,6 +68,11 @@ class OpenCLIPBackbone(nn.Module):
     def logit_scale(self) -> nn.Parameter:
         return self.model.logit_scale
 
+    @property
+    def logit_bias(self) -> nn.Parameter | None:
+        """open_clip's SigLIP models carry one; CLIP models do not."""
+        return getattr(self.model, "logit_bias", None)
+
     def tokenize(self, texts: list[str], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
         ids = self.tokenizer(list(texts))
         return {"input_ids": ids.to(device) if device is not None else ids}

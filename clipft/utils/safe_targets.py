@@ -30,6 +30,8 @@ _MODULES: tuple[str, ...] = ()
 _BACKBONES = (
     "clipft.models.HFCLIPBackbone",
     "clipft.models.hf_clip.HFCLIPBackbone",
+    "clipft.models.HFSiglipBackbone",
+    "clipft.models.hf_siglip.HFSiglipBackbone",
     "clipft.models.OpenCLIPBackbone",
     "clipft.models.open_clip_backbone.OpenCLIPBackbone",
     "clipft.models.DualEncoderBackbone",

@@ -34,6 +34,10 @@ class BagOfWordsCLIP(nn.Module):
         return self._logit_scale
 
     @property
+    def logit_bias(self):
+        return None
+
+    @property
     def image_tower(self):
         return self.visual
 
