@@ -67,7 +67,7 @@ def test_clap_starts_at_zero_shot_and_holds_confident_classes_near_their_prototy
     assert (clap.weight - anchors).norm() < (free.weight - anchors).norm()  # the constraint holds the weights back
 
 
-@pytest.mark.parametrize("model", ["clip_tip_adapter", "clip_tip_adapter_f", "clip_clap", "clip_adapter", "clip_coop"])
+@pytest.mark.parametrize("model", ["clip_tip_adapter", "clip_tip_adapter_f", "clip_clap", "clip_adapter", "clip_coop", "clip_cocoop"])
 def test_each_adapter_trains_evaluates_and_reloads_through_train_py(tmp_path, tiny_clip_dir, model):
     from clipft.methods.loading import load_module
 

@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from clipft.methods.classification import module_class_path
-from clipft.models import DualEncoderBackbone, HFCLIPBackbone, HFSiglipBackbone, OpenCLIPBackbone, build_torchvision_backbone
+from clipft.models import (
+    DualEncoderBackbone,
+    HFAutoBackbone,
+    HFCLIPBackbone,
+    HFSiglipBackbone,
+    OpenCLIPBackbone,
+    build_torchvision_backbone,
+)
 from clipft.models.backbone_folder import save_backbone_folder
 from clipft.models.contract import ImageBackbone, VisionLanguageBackbone
 from clipft.models.hf_siglip import save_tiny_siglip
@@ -43,6 +50,7 @@ def _example_backbone():
 VISION_LANGUAGE = {
     "hf_clip_folder": lambda tmp, tiny_clip_dir: HFCLIPBackbone(name_or_path=str(tiny_clip_dir)),
     "hf_clip_random": lambda tmp, tiny_clip_dir: HFCLIPBackbone(config={}),
+    "hf_auto_model_folder": lambda tmp, tiny_clip_dir: HFAutoBackbone(str(tiny_clip_dir)),
     "hf_siglip_folder": lambda tmp, tiny_clip_dir: HFSiglipBackbone(name_or_path=str(save_tiny_siglip(tmp / "siglip"))),
     "hf_siglip_random": lambda tmp, tiny_clip_dir: HFSiglipBackbone(config={}),
     "open_clip_folder": lambda tmp, tiny_clip_dir: OpenCLIPBackbone(str(save_tiny_open_clip(tmp / "oc"))),

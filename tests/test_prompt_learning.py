@@ -70,3 +70,23 @@ def test_coop_runs_on_open_clip_and_starts_at_zero_shot(tmp_path):
     zeroshot = CLIPZeroShot(CLASSES, clip=clip, prompts={"templates": ["a photo of a {}."]}).eval()
     with torch.no_grad():
         torch.testing.assert_close(coop(images()).softmax(-1), zeroshot(images()).softmax(-1), atol=1e-5, rtol=1e-4)
+
+
+def test_cocoop_starts_at_zero_shot_and_conditions_the_prompts_on_each_image(tiny_clip_dir):
+    from clipft.methods import CoCoOp
+
+    cocoop = CoCoOp(CLASSES, clip=clip_cfg(tiny_clip_dir), optimizer=SGD, ctx_init="a photo of a")
+    zeroshot = CLIPZeroShot(CLASSES, clip=clip_cfg(tiny_clip_dir), prompts={"templates": ["a photo of a {}."]}).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(cocoop.eval()(images()).softmax(-1), zeroshot(images()).softmax(-1), atol=1e-5, rtol=1e-4)
+    opt = cocoop.configure_optimizers()
+    opt = opt["optimizer"] if isinstance(opt, dict) else opt
+    cocoop.train()
+    for step in range(3):
+        loss = cocoop.training_step((images(), torch.tensor([0, 1, 2, 0, 1, 2])), step)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        text = cocoop.eval().conditioned_text_features(cocoop.backbone.encode_image(images(2)))
+    assert not torch.allclose(text[0], text[1])  # two images, two sets of class prompts

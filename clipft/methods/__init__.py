@@ -9,6 +9,7 @@ linear-head fine-tuning    :mod:`clipft.methods.linear_head_finetune`  clip_line
 linear probe               :mod:`clipft.methods.clip_linear_probe`     clip_linear_probe
 PEFT (LoRA, LoHa, IA3...)  :mod:`clipft.methods.peft_finetune`         clip_lora
 prompt learning (CoOp)     :mod:`clipft.methods.coop`                  clip_coop
+CoCoOp                     :mod:`clipft.methods.cocoop`                clip_cocoop
 CLIP-Adapter               :mod:`clipft.methods.clip_adapter`          clip_adapter
 Tip-Adapter (-F)           :mod:`clipft.methods.tip_adapter`           clip_tip_adapter, clip_tip_adapter_f
 CLAP                       :mod:`clipft.methods.clap`                  clip_clap
@@ -27,6 +28,7 @@ from clipft.methods.clip_linear_probe import CLIPLinearProbe
 from clipft.methods.clip_method import CLIPMethod
 from clipft.methods.clip_zeroshot import CLIPZeroShot
 from clipft.methods.cnn_transfer import CNNTransfer
+from clipft.methods.cocoop import CoCoOp
 from clipft.methods.contrastive_finetune import ContrastiveFineTune
 from clipft.methods.coop import CoOp
 from clipft.methods.linear_head_finetune import LinearHeadFineTune
@@ -41,6 +43,7 @@ __all__ = [
     "CLIPZeroShot",
     "CNNTransfer",
     "ClassificationModule",
+    "CoCoOp",
     "CoOp",
     "ContrastiveFineTune",
     "LinearHeadFineTune",

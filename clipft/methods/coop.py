@@ -59,7 +59,8 @@ class CoOp(CLIPMethod):
             class_names, clip, optimizer, scheduler, prompts, label_smoothing,
             freeze_image_tower=True, freeze_text_tower=True, freeze_logit_scale=True,
         )
-        self.save_hyperparameters()
+        if type(self) is CoOp:  # a subclass records its own arguments (a checkpoint rebuilds it from them)
+            self.save_hyperparameters()
         table = self.backbone.token_embedding()
         self.class_specific = bool(class_specific)
         context = str(ctx_init) if ctx_init else " ".join([PLACEHOLDER] * n_ctx)

@@ -1,6 +1,7 @@
 """Backbones: wrappers that expose ``encode_image``, ``encode_text``, ``logit_scale`` and preprocessing."""
 
 from clipft.models.dual_encoder import DualEncoderBackbone
+from clipft.models.hf_auto import HFAutoBackbone
 from clipft.models.hf_clip import HFCLIPBackbone
 from clipft.models.hf_siglip import HFSiglipBackbone
 from clipft.models.open_clip_backbone import OpenCLIPBackbone
@@ -9,6 +10,7 @@ from clipft.models.torchvision_backbones import TorchvisionBackbone, build_torch
 
 __all__ = [
     "DualEncoderBackbone",
+    "HFAutoBackbone",
     "HFCLIPBackbone",
     "HFSiglipBackbone",
     "OpenCLIPBackbone",

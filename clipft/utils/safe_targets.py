@@ -30,6 +30,8 @@ _MODULES: tuple[str, ...] = ()
 _BACKBONES = (
     "clipft.models.HFCLIPBackbone",
     "clipft.models.hf_clip.HFCLIPBackbone",
+    "clipft.models.HFAutoBackbone",
+    "clipft.models.hf_auto.HFAutoBackbone",
     "clipft.models.HFSiglipBackbone",
     "clipft.models.hf_siglip.HFSiglipBackbone",
     "clipft.models.OpenCLIPBackbone",
@@ -132,6 +134,20 @@ def check_plain_data(value: Any, where: str, source: str) -> None:
         )
 
 
+def check_no_remote_code(value: Any, where: str, source: str) -> None:
+    """``trust_remote_code: true`` anywhere would run a model repository's Python: only from trusted files."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if key == "trust_remote_code" and item:
+                raise UntrustedCheckpointError(
+                    f"{source!r} asks to run a model repository's own code ({where}.trust_remote_code=true); {TRUST_HINT}"
+                )
+            check_no_remote_code(item, f"{where}.{key}", source)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_no_remote_code(item, f"{where}[{i}]", source)
+
+
 def check_nested_targets(value: Any, where: str, source: str) -> None:
     """Every ``_target_`` at any depth is registered and its arguments fit its signature."""
     if isinstance(value, Mapping):
@@ -172,6 +188,7 @@ def check_checkpoint(meta_module: Any, hparams: Any, source: str) -> Any:
     if not isinstance(hparams, Mapping):
         raise UntrustedCheckpointError(f"{source!r}: hyper_parameters is a {type(hparams).__name__}, not a mapping; {TRUST_HINT}")
     check_plain_data(hparams, "hyper_parameters", source)
+    check_no_remote_code(hparams, "hyper_parameters", source)
     check_nested_targets(hparams, "hyper_parameters", source)
     cls = _resolve_registered(meta_module)
     check_arguments(cls, hparams, "hyper_parameters", source)
