@@ -36,6 +36,7 @@ DEFAULT_ADAPTER = {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "lora_dropout"
 DEFAULT_TARGETS: dict[str, dict[str, list[str]]] = {
     "HFCLIPBackbone": {"image": ["q_proj", "k_proj", "v_proj", "out_proj"], "text": ["q_proj", "k_proj", "v_proj", "out_proj"]},
     "OpenCLIPBackbone": {"image": ["out_proj", "c_fc", "c_proj"], "text": ["out_proj", "c_fc", "c_proj"]},
+    "HFSiglipBackbone": {"image": ["q_proj", "k_proj", "v_proj", "out_proj"], "text": ["q_proj", "k_proj", "v_proj", "out_proj"]},
     "DualEncoderBackbone": {"text": ["query", "key", "value"]},
 }
 TOWERS = ("image", "text")
