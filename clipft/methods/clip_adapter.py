@@ -63,12 +63,3 @@ class CLIPAdapter(CLIPMethod):
         adapted = nn.functional.normalize(adapted, dim=-1)
         text = self._eval_text_features if self._eval_text_features is not None and not self.training else self.frozen_class_text()
         return self.logit_scale() * adapted @ text.to(adapted.dtype).t()
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss = self.classification_loss(self(batch[0]), batch[1])
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch[1]))
-        return loss
-
-    def on_train_epoch_start(self) -> None:
-        super().on_train_epoch_start()
-        self.backbone.eval()

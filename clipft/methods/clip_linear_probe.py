@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from clipft.errors import ConfigError, DataError
+from clipft.errors import ConfigError
 from clipft.methods.classification import ClassificationModule
+from clipft.methods.features import eval_loader, image_features
 from clipft.utils.instantiate import instantiate
 
 log = logging.getLogger(__name__)
@@ -81,16 +82,9 @@ class CLIPLinearProbe(ClassificationModule):
         return self
 
     # ------------------------------------------------------------------ fitting
-    @torch.no_grad()
     def extract_features(self, loader: Iterable[Any]) -> tuple[np.ndarray, np.ndarray]:
-        self.backbone.eval()
-        feats, labels = [], []
-        for batch in loader:
-            feats.append(self.backbone.encode_image(batch[0].to(self.device)).float().cpu())
-            labels.append(batch[1].cpu())
-        if not feats:
-            raise DataError("linear probe: the feature loader yielded no images")
-        return torch.cat(feats).numpy(), torch.cat(labels).numpy()
+        feats, labels = image_features(self.backbone, loader, self.device)
+        return feats.numpy(), labels.numpy()
 
     def fit_head(self, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray] | None) -> float:
         """Sweep ``C``, keep the best on validation (on train when there is no validation set)."""
@@ -122,20 +116,14 @@ class CLIPLinearProbe(ClassificationModule):
             return
         dm = self.trainer.datamodule
         if dm is not None and hasattr(dm, "make_dataset") and hasattr(dm, "train_samples"):
-            train_loader = self._eval_loader(dm, dm.train_samples)
-            val_loader = self._eval_loader(dm, dm.val_samples) if dm.val_samples else None
+            train_loader = eval_loader(dm, dm.train_samples, self.feature_batch_size)
+            val_loader = eval_loader(dm, dm.val_samples, self.feature_batch_size) if dm.val_samples else None
         else:
             train_loader, val_loader = self.trainer.fit_loop._data_source.dataloader(), None  # noqa: SLF001
         train = self.extract_features(train_loader)
         val = self.extract_features(val_loader) if val_loader is not None else None
         self.fit_head(train, val)
         self.trainer.should_stop = True  # the head is fitted: one (validation-only) epoch is enough
-
-    def _eval_loader(self, dm: Any, samples: Sequence[Any]) -> torch.utils.data.DataLoader:
-        return torch.utils.data.DataLoader(
-            dm.make_dataset(samples, train=False), batch_size=self.feature_batch_size, shuffle=False,
-            num_workers=getattr(dm, "num_workers", 0),
-        )
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         """Nothing to optimise (the head is fitted in ``on_fit_start``): Lightning skips the step."""

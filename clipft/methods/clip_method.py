@@ -6,8 +6,9 @@ and a prompt set (templates x class names, descriptions). This base gives it the
 part's learning rate applies to (image / text / projection / head / other, optionally split
 per layer), the zero-shot reference WiSE-FT interpolates towards and
 :meth:`prepare_for_inference`, which caches the class text before predictions.
-Subclasses implement ``forward`` and ``training_step`` (and ``extra_parameter_groups`` for
-parameters outside the backbone).
+``forward`` defaults to the text head (image against the class text) and ``training_step`` to
+cross-entropy on ``forward``'s logits; methods override what they change, and add parameters
+outside the backbone with ``extra_parameter_groups``.
 """
 
 from __future__ import annotations
@@ -152,6 +153,21 @@ class CLIPMethod(ClassificationModule, abstract=True):
         reference.to(self.device)
         reference.prepare_for_inference()
         return reference.eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The class text is the classifier: ``exp(logit_scale) * image @ class_text.T`` (cached outside training)."""
+        image = self.backbone.encode_image(images)
+        text = self._eval_text_features
+        if text is None or self.training:
+            text = self.class_text_features()
+        return self.logit_scale() * image @ text.to(image.dtype).t()
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Cross-entropy on ``forward``'s logits: the objective of every method that does not say otherwise."""
+        images, labels = batch[0], batch[1]
+        loss = self.classification_loss(self(images), labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        return loss
 
     # ------------------------------------------------------------------ optimisation
     def extra_parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:

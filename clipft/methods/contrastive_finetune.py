@@ -76,13 +76,6 @@ class ContrastiveFineTune(CLIPMethod):
             return self.frozen_class_text()
         return self.encode_prompts(self.prompt_set.training_prompts(self.train_prompt, self._rng))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        image = self.backbone.encode_image(images)
-        text = self._eval_text_features
-        if text is None or self.training:
-            text = self.class_text_features()
-        return self.logit_scale() * image @ text.to(image.dtype).t()
-
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         images, labels = batch[0], batch[1]
         image = self.backbone.encode_image(images)

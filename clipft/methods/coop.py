@@ -121,18 +121,3 @@ class CoOp(CLIPMethod):
     def extra_parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         return {"head": [("ctx", self.ctx)]}
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        image = self.backbone.encode_image(images)
-        text = self._eval_text_features
-        if text is None or self.training:
-            text = self.class_text_features()
-        return self.logit_scale() * image @ text.to(image.dtype).t()
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss = self.classification_loss(self(batch[0]), batch[1])
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch[1]))
-        return loss
-
-    def on_train_epoch_start(self) -> None:
-        super().on_train_epoch_start()
-        self.backbone.eval()  # both towers frozen: BatchNorm statistics and dropout stay in inference mode

@@ -88,12 +88,6 @@ class LinearHeadFineTune(CLIPMethod):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone.encode_image(images))
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        images, labels = batch[0], batch[1]
-        loss = self.classification_loss(self(images), labels)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
-        return loss
-
 
 def probe_head_from_checkpoint(path: str, class_names: Sequence[str], shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
     """LP-FT: the ``head.weight``/``head.bias`` of a :class:`CLIPLinearProbe` checkpoint."""

@@ -159,12 +159,4 @@ class TipAdapter(CLIPMethod):
         return logits
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
-        if not self.finetune_keys:
-            return None
-        loss = self.classification_loss(self(batch[0]), batch[1])
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch[1]))
-        return loss
-
-    def on_train_epoch_start(self) -> None:
-        super().on_train_epoch_start()
-        self.backbone.eval()
+        return super().training_step(batch, batch_idx) if self.finetune_keys else None  # training-free: nothing to step

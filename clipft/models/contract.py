@@ -98,6 +98,21 @@ class ImageBackbone(Protocol):
         """``(B, 3, H, W)`` -> ``(B, feature_dim)``."""
 
 
+class TokenEmbeddingPath:
+    """:meth:`VisionLanguageBackbone.encode_text_embeddings` for any backbone whose ``token_embedding()``
+    is the table its ``encode_text`` looks tokens up in (mixed into every clipft backbone)."""
+
+    def encode_text_embeddings(
+        self,
+        token_embeddings: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        normalize: bool = True,
+    ) -> torch.Tensor:
+        with replaced_output(self.token_embedding(), token_embeddings):
+            return self.encode_text(input_ids, attention_mask, normalize)
+
+
 @contextlib.contextmanager
 def replaced_output(module: nn.Module, output: torch.Tensor) -> Iterator[None]:
     """Within the block, ``module(...)`` returns ``output`` (gradients flow into ``output``).

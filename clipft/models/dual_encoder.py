@@ -20,12 +20,12 @@ import torch
 from torch import nn
 
 from clipft.errors import ConfigError
-from clipft.models.contract import replaced_output
+from clipft.models.contract import TokenEmbeddingPath
 from clipft.models.towers import HFTextTower, build_image_tower
 from clipft.utils.arguments import check_image_size
 
 
-class DualEncoderBackbone(nn.Module):
+class DualEncoderBackbone(TokenEmbeddingPath, nn.Module):
     """Image tower + text tower + projections + learnable temperature.
 
     Args:
@@ -134,15 +134,6 @@ class DualEncoderBackbone(nn.Module):
     def token_embedding(self) -> nn.Embedding:
         return self.text.model.get_input_embeddings()
 
-    def encode_text_embeddings(
-        self,
-        token_embeddings: torch.Tensor,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        normalize: bool = True,
-    ) -> torch.Tensor:
-        with replaced_output(self.token_embedding(), token_embeddings):
-            return self.encode_text(input_ids, attention_mask, normalize)
 
     @property
     def image_tower(self) -> nn.Module:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from clipft.errors import ConfigError
-from clipft.models.contract import replaced_output
+from clipft.models.contract import TokenEmbeddingPath
 from clipft.models.hf_clip import OPENAI_MEAN, OPENAI_STD, _load_pretrained_tokenizer, _load_processor_config, _processor_size
 from clipft.utils.arguments import check_image_size
 
@@ -22,7 +22,7 @@ IMAGE_TOWERS = ("vision_model", "visual", "vision_tower", "image_model")
 TEXT_TOWERS = ("text_model", "text", "text_tower", "language_model")
 
 
-class HFAutoBackbone(nn.Module):
+class HFAutoBackbone(TokenEmbeddingPath, nn.Module):
     """``transformers.AutoModel`` by hub id or folder, used through its ``get_*_features`` methods.
 
     Args:
@@ -111,10 +111,6 @@ class HFAutoBackbone(nn.Module):
                 return table
         raise ConfigError(f"{type(self.model).__name__} exposes no token-embedding table: prompt learning cannot use it")
 
-    def encode_text_embeddings(self, token_embeddings: torch.Tensor, input_ids: torch.Tensor,
-                               attention_mask: torch.Tensor | None = None, normalize: bool = True) -> torch.Tensor:
-        with replaced_output(self.token_embedding(), token_embeddings):
-            return self.encode_text(input_ids, attention_mask, normalize)
 
     @property
     def image_tower(self) -> nn.Module:

@@ -15,14 +15,14 @@ import torch
 from torch import nn
 
 from clipft.errors import ConfigError
-from clipft.models.contract import replaced_output
+from clipft.models.contract import TokenEmbeddingPath
 from clipft.utils.arguments import check_image_size
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-class HFCLIPBackbone(nn.Module):
+class HFCLIPBackbone(TokenEmbeddingPath, nn.Module):
     """Any HF CLIP checkpoint, by hub id or local directory, or a random CLIP from a config dict.
 
     Args:
@@ -128,15 +128,6 @@ class HFCLIPBackbone(nn.Module):
     def token_embedding(self) -> nn.Embedding:
         return self.model.text_model.embeddings.token_embedding
 
-    def encode_text_embeddings(
-        self,
-        token_embeddings: torch.Tensor,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        normalize: bool = True,
-    ) -> torch.Tensor:
-        with replaced_output(self.token_embedding(), token_embeddings):
-            return self.encode_text(input_ids, attention_mask, normalize)
 
     @property
     def image_tower(self) -> nn.Module:
@@ -191,12 +182,15 @@ def _load_pretrained_tokenizer(name_or_path: str, revision: str | None):
         ) from exc
 
 
-def _load_processor_config(name_or_path: str, revision: str | None) -> dict[str, Any]:
-    """The checkpoint's image-processor settings, or {} when it ships none (defaults apply)."""
-    from transformers import CLIPImageProcessor
+def _load_processor_config(name_or_path: str, revision: str | None, processor: str = "CLIPImageProcessor") -> dict[str, Any]:
+    """The checkpoint's image-processor settings, or {} when it ships none (defaults apply).
+
+    ``processor``: the transformers class that reads them (``AutoImageProcessor`` for other families).
+    """
+    import transformers
 
     try:
-        return CLIPImageProcessor.from_pretrained(name_or_path, revision=revision).to_dict()
+        return getattr(transformers, processor).from_pretrained(name_or_path, revision=revision).to_dict()
     except (OSError, ValueError):
         return {}
 

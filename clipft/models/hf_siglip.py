@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from clipft.errors import ConfigError
-from clipft.models.contract import replaced_output
-from clipft.models.hf_clip import _load_pretrained, _load_pretrained_tokenizer, _processor_size
+from clipft.models.contract import TokenEmbeddingPath
+from clipft.models.hf_clip import _load_pretrained, _load_pretrained_tokenizer, _load_processor_config, _processor_size
 from clipft.utils.arguments import check_image_size
 
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
@@ -32,7 +32,7 @@ TINY_SIGLIP_CONFIG: dict[str, Any] = {
 }
 
 
-class HFSiglipBackbone(nn.Module):
+class HFSiglipBackbone(TokenEmbeddingPath, nn.Module):
     """A SigLIP checkpoint by hub id or local folder (``google/siglip-base-patch16-224``), or a random one from a config.
 
     Args:
@@ -63,7 +63,7 @@ class HFSiglipBackbone(nn.Module):
             name_or_path = str(name_or_path)
             self.model = _load_pretrained(SiglipModel, name_or_path, revision, "sdpa")
             self.tokenizer = _load_pretrained_tokenizer(name_or_path, revision)
-            processor = _processor_config(name_or_path, revision)
+            processor = _load_processor_config(name_or_path, revision, "AutoImageProcessor")
         else:
             from clipft.models.byte_tokenizer import byte_level_tokenizer
             from clipft.models.tiny_clip import _deep_merge
@@ -109,10 +109,6 @@ class HFSiglipBackbone(nn.Module):
     def token_embedding(self) -> nn.Embedding:
         return self.model.text_model.embeddings.token_embedding
 
-    def encode_text_embeddings(self, token_embeddings: torch.Tensor, input_ids: torch.Tensor,
-                               attention_mask: torch.Tensor | None = None, normalize: bool = True) -> torch.Tensor:
-        with replaced_output(self.token_embedding(), token_embeddings):
-            return self.encode_text(input_ids, attention_mask, normalize)
 
     @property
     def image_tower(self) -> nn.Module:
@@ -130,15 +126,6 @@ class HFSiglipBackbone(nn.Module):
 
     def projection_parameters(self) -> list[nn.Parameter]:
         return []  # the towers' heads project, pretrained with them
-
-
-def _processor_config(name_or_path: str, revision: str | None) -> dict[str, Any]:
-    from transformers import AutoImageProcessor
-
-    try:
-        return AutoImageProcessor.from_pretrained(name_or_path, revision=revision).to_dict()
-    except (OSError, ValueError):
-        return {}
 
 
 def save_tiny_siglip(out_dir, seed: int = 0):

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from clipft.errors import ConfigError
-from clipft.models.contract import replaced_output
+from clipft.models.contract import TokenEmbeddingPath
 from clipft.utils.arguments import check_image_size
 
 
-class OpenCLIPBackbone(nn.Module):
+class OpenCLIPBackbone(TokenEmbeddingPath, nn.Module):
     """Any open_clip model, by name + pretrained tag, hub id or local folder."""
 
     def __init__(
@@ -91,15 +91,6 @@ class OpenCLIPBackbone(nn.Module):
             table = self.model.text.transformer.get_input_embeddings()
         return table
 
-    def encode_text_embeddings(
-        self,
-        token_embeddings: torch.Tensor,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        normalize: bool = True,
-    ) -> torch.Tensor:
-        with replaced_output(self.token_embedding(), token_embeddings):
-            return self.encode_text(input_ids, attention_mask, normalize)
 
     @property
     def image_tower(self) -> nn.Module:

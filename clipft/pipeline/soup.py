@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 from clipft.errors import CheckpointError, ClipftError, DataError
-from clipft.utils.checkpoint_io import read_checkpoint
-from clipft.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from clipft.utils.checkpoint_io import read_checkpoint, write_checkpoint
+from clipft.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 # hyper-parameters a sweep may vary across ingredients; everything else must match
@@ -129,12 +129,7 @@ def make_soup(sweep_dir: str | Path, out_dir: str | Path, greedy: bool = False) 
     soup = {k: soup[k] for k in ("hyper_parameters", "clipft") if k in soup}
     soup["state_dict"] = state
     soup["clipft"] = {**soup.get("clipft", {}), "soup": {"kind": kind, "ingredients": [str(paths[j]) for j in members]}}
-    ckpt_path = out_dir / "checkpoints" / "best.ckpt"
-    import io
-
-    buffer = io.BytesIO()
-    torch.save(soup, buffer)
-    atomic_write_bytes(ckpt_path, buffer.getvalue())
+    ckpt_path = write_checkpoint(soup, out_dir / "checkpoints" / "best.ckpt")
     report["checkpoint"] = str(ckpt_path)
     report["kind"] = kind
     atomic_write_json(out_dir / "soup.json", report)

@@ -108,18 +108,12 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
 
 def write_inference_checkpoint(model: Any, exported: tuple[str, dict[str, Any], dict[str, Any]], output_dir: Path) -> Path:
     """``checkpoints/inference.ckpt``: the module's inference form, loadable like any checkpoint (atomic write)."""
-    import io
-
-    import torch
-
     from clipft.methods.classification import plain_containers
-    from clipft.utils.io import atomic_write_bytes
+    from clipft.utils.checkpoint_io import write_checkpoint
 
     module_path, hparams, state_dict = exported
-    buffer = io.BytesIO()
-    torch.save({"state_dict": state_dict, "hyper_parameters": plain_containers(hparams),
-                "clipft": model.checkpoint_record(module_path)}, buffer)
-    return atomic_write_bytes(output_dir / "checkpoints" / "inference.ckpt", buffer.getvalue())
+    record = {"state_dict": state_dict, "hyper_parameters": plain_containers(hparams), "clipft": model.checkpoint_record(module_path)}
+    return write_checkpoint(record, output_dir / "checkpoints" / "inference.ckpt")
 
 
 def check_has_validation(cfg: DictConfig, datamodule: Any) -> None:

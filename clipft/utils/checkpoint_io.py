@@ -25,6 +25,13 @@ from clipft.errors import CheckpointError
 from clipft.utils.io import atomic_write_bytes
 
 
+def write_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
+    """``torch.save`` into memory, then one atomic write (temp file + fsync + rename): never half-written."""
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    return atomic_write_bytes(Path(path), buffer.getbuffer())
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Temp file + fsync + rename for local paths; remote URLs (``s3://`` ...) go through Lightning."""
 
@@ -33,9 +40,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__}.save_checkpoint does not take storage_options, got {storage_options!r}")
         if "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        atomic_write_bytes(Path(path), buffer.getbuffer())
+        write_checkpoint(checkpoint, path)
 
     def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
         # weights_only is always True: a caller's (or Lightning's) weights_only=False is not honoured,

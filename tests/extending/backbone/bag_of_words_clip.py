@@ -1,7 +1,7 @@
 """Example backbone (docs/extending.md): a conv image tower and a bag-of-characters text tower.
 
-A backbone implements clipft.models.contract.VisionLanguageBackbone and registers its class
-for checkpoints; every CLIP method then trains and evaluates it unchanged.
+A backbone implements clipft.models.contract.VisionLanguageBackbone (TokenEmbeddingPath gives
+encode_text_embeddings from token_embedding()) and registers its class for checkpoints; every CLIP method then trains and evaluates it unchanged.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import math
 import torch
 from torch import nn
 
-from clipft.models.contract import replaced_output
+from clipft.models.contract import TokenEmbeddingPath
 from clipft.utils.safe_targets import register_safe_target
 
 register_safe_target(f"{__name__}.BagOfWordsCLIP")
 VOCAB = " abcdefghijklmnopqrstuvwxyz.,"
 
 
-class BagOfWordsCLIP(nn.Module):
+class BagOfWordsCLIP(TokenEmbeddingPath, nn.Module):
     def __init__(self, embed_dim: int = 16, image_size: int = 32) -> None:
         super().__init__()
         self.visual = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -64,10 +64,6 @@ class BagOfWordsCLIP(nn.Module):
 
     def token_embedding(self):
         return self.words
-
-    def encode_text_embeddings(self, token_embeddings, input_ids, attention_mask=None, normalize=True):
-        with replaced_output(self.words, token_embeddings):
-            return self.encode_text(input_ids, attention_mask, normalize)
 
     def image_parameters(self):
         return [*self.visual.parameters(), *self.visual_projection.parameters()]

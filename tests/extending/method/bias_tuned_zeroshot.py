@@ -1,7 +1,7 @@
 """Example method (docs/extending.md): the zero-shot head kept fixed, a per-class bias learned.
 
-A method is one CLIPMethod (or ClassificationModule) subclass with ``forward`` and
-``training_step``; the base gives prompts, the zero-shot head, parameter groups, WiSE-FT's
+A method is one CLIPMethod (or ClassificationModule) subclass with ``forward`` (CLIPMethod's
+``training_step`` is cross-entropy on it unless overridden); the base gives prompts, the zero-shot head, parameter groups, WiSE-FT's
 reference and checkpoint registration.
 """
 
@@ -25,8 +25,3 @@ class BiasTunedZeroShot(CLIPMethod):
 
     def forward(self, images):
         return self.logit_scale() * self.backbone.encode_image(images) @ self.frozen_class_text().t() + self.bias
-
-    def training_step(self, batch, batch_idx):
-        loss = self.classification_loss(self(batch[0]), batch[1])
-        self.log("train/loss", loss, on_epoch=True, batch_size=len(batch[1]))
-        return loss
