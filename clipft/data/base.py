@@ -112,6 +112,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
         augment_on_device: with ``cache``, run the transforms on the batch after it is moved to the
             accelerator instead of in the loader workers.
         base_dir: relative data paths are tried against cwd, then this (``paths.root_dir``).
+        shots / shot_seed: the k-shot protocol (:mod:`clipft.data.few_shot`).
+        fingerprint_workers: processes hashing images for ``dedupe`` (``null``: every core this
+            process may use, shared by the local DDP ranks; 1: serial).
     """
 
     def __init__(
@@ -143,6 +146,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         base_dir: str | None = None,
         shots: int | None = None,
         shot_seed: int | None = None,
+        fingerprint_workers: int | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -181,6 +185,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
             raise ConfigError(f"data.shots must be an integer >= 1 or null (all training images), got {shots!r}")
         self.shots = shots
         self.shot_seed = int(shot_seed) if shot_seed is not None else self.seed
+        if fingerprint_workers is not None and (isinstance(fingerprint_workers, bool) or int(fingerprint_workers) < 1):
+            raise ConfigError(f"data.fingerprint_workers must be an integer >= 1 or null (every core), got {fingerprint_workers!r}")
+        self.fingerprint_workers = int(fingerprint_workers) if fingerprint_workers is not None else None
         self.index: DatasetIndex | None = None
         self.train_samples: list[Sample] = []
         self.val_samples: list[Sample] = []
@@ -316,8 +323,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     def _fingerprints(self, samples: Sequence[Sample]) -> dict:
         name = hashlib.sha1(_common_dir(samples).encode()).hexdigest()[:12]
-        index_file = self.cache_dir / f"fingerprints-{type(self).__name__.lower()}-{name}.json"
-        fingerprints = FingerprintIndex(index_file).lookup([s.path for s in samples])
+        index_file = self.cache_dir / f"fingerprints-{type(self).__name__.lower()}-{name}.sqlite"
+        fingerprints = FingerprintIndex(index_file, self.fingerprint_workers).lookup([s.path for s in samples])
         bad = [(p, f.error) for p, f in fingerprints.items() if not f.ok]
         if bad and self.on_bad_image == "error":
             listing = "; ".join(f"{e}" for _, e in bad[:3])

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,35 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from clipft.data.images import load_rgb
+from clipft.errors import DataError
 from clipft.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
+FREE_SPACE_MARGIN = 1 << 30  # leave 1 GiB on the disk for checkpoints and logs
+
+
+def cache_bytes(num_images: int, size: int) -> int:
+    """What the array holds: N x 3 x size x size uint8 (the .npy header aside)."""
+    return int(num_images) * 3 * int(size) * int(size)
+
+
+def check_free_space(folder: Path, needed: int) -> None:
+    """Refuse a cache that would not fit, before writing a byte of it."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return
+    if needed + FREE_SPACE_MARGIN > free:
+        raise DataError(
+            f"data.cache=true would store {needed / 1e9:,.2f} GB of decoded images in {str(folder)!r}, which has "
+            f"{free / 1e9:,.2f} GB free (1 GB kept spare). Set data.cache=false (decode on the fly), a smaller "
+            "data.cache_size, data.cache_dir=/a/bigger/disk, or stream the data (data=streaming, docs/data.md)"
+        )
 
 
 def cache_key(paths: Sequence[str], size: int) -> str:
@@ -84,6 +109,7 @@ class DecodedImageCache:
 
     def _build(self, key: str, progress: bool) -> None:
         log.info("building decoded-image cache %s (%d images at %d px)", self.array_file, len(self.paths), self.size)
+        check_free_space(self.cache_dir, cache_bytes(len(self.paths), self.size))
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.array_file.with_name(f".{self.array_file.name}.{os.getpid()}.tmp")
         shape = (len(self.paths), 3, self.size, self.size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -16,11 +17,14 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode fully (so truncation surfaces here) and convert any mode (L, LA, P, RGBA, I;16) to RGB."""
+def load_rgb(path: str | os.PathLike, data: bytes | None = None) -> Image.Image:
+    """Decode fully (so truncation surfaces here) and convert any mode (L, LA, P, RGBA, I;16) to RGB.
+
+    ``data``: the file's bytes, already read (a streamed item); ``path`` then only names it in errors.
+    """
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with Image.open(path if data is None else io.BytesIO(data)) as img:
             _check_pixel_count(img)
             img.load()
             return to_rgb(img)
