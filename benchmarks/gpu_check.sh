@@ -5,9 +5,13 @@
 #   bash benchmarks/gpu_check.sh             # on the device (torch 2.11, lightning, transformers, timm, peft)
 #   bash benchmarks/gpu_check.sh --dry-run   # the same steps, tiny and on CPU (tests/test_gpu_check.py)
 #
-# The device has no network and lacks hydra-core, omegaconf (and antlr4) : they are installed from
-# the wheels in $CLIPFT_WHEELS (default: shared/wheels; `pip download hydra-core omegaconf -d shared/wheels`
-# here, carried with the working tree). clipft itself runs from the checkout (PYTHONPATH), no install.
+# The device has no network and lacks hydra-core, omegaconf and antlr4: they are installed (into
+# /tmp/clipft-site, nothing else touched) from the wheels in $CLIPFT_WHEELS, default .whl/ in the
+# checkout, made here once and carried with the call (the device tool's README, `carry: [".whl"]`):
+#   echo /.whl/ >> .git/info/exclude
+#   pip download --no-deps hydra-core==1.3.8 omegaconf==2.3.1 -d .whl
+#   pip wheel --no-deps antlr4-python3-runtime==4.9.3 -w .whl      # an sdist on PyPI; pure Python
+# clipft itself runs from the checkout (PYTHONPATH), no install.
 # Figures also land as JSON under $OUT/gpu_check (the device tool brings $OUT back).
 #
 #  1. ViT-B/32-shaped FLYP step (bf16-mixed, fused AdamW, SDPA): img/s through the Lightning Trainer
@@ -27,9 +31,11 @@ mkdir -p "$RESULTS"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONWARNINGS=ignore
 
 if ! $PY -c "import hydra, omegaconf" 2>/dev/null; then
-  WHEELS=${CLIPFT_WHEELS:-$ROOT/shared/wheels}
-  echo "installing hydra-core / omegaconf from $WHEELS (no network)"
-  $PY -m pip install --quiet --no-index --no-deps "$WHEELS"/*.whl || { echo "RESULT | setup | FAILED: no wheels in $WHEELS"; exit 1; }
+  WHEELS=${CLIPFT_WHEELS:-$ROOT/.whl}
+  echo "installing hydra-core / omegaconf / antlr4 from $WHEELS (no network)"
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/clipft-site "$WHEELS"/*.whl \
+    || { echo "RESULT | setup | FAILED: cannot install the wheels in $WHEELS"; exit 1; }
+  export PYTHONPATH="$PYTHONPATH:/tmp/clipft-site"
 fi
 
 $PY - <<'PY'
