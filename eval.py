@@ -1,15 +1,10 @@
-"""Evaluate a checkpoint: ``python eval.py ckpt_path=RUN/checkpoints/best.ckpt [data=...]``."""
+"""Evaluate a checkpoint: ``python eval.py ckpt_path=RUN/checkpoints/best.ckpt [data=...]``.
 
-import hydra
-from omegaconf import DictConfig
+The same command as ``clipft-eval`` (installed with the package): both run
+:func:`clipft.pipeline.cli.eval_main` on the configs shipped in ``clipft/conf``.
+"""
 
-
-@hydra.main(version_base="1.3", config_path="clipft/conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
-    from clipft.pipeline.cli import eval_entry
-
-    return eval_entry(cfg)
-
+from clipft.pipeline.cli import eval_main
 
 if __name__ == "__main__":
-    main()
+    eval_main()

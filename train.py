@@ -1,15 +1,10 @@
-"""Train a model: ``python train.py [experiment=NAME] [group=option] [key=value ...]``."""
+"""Train a model: ``python train.py [experiment=NAME] [group=option] [key=value ...]``.
 
-import hydra
-from omegaconf import DictConfig
+The same command as ``clipft-train`` (installed with the package): both run
+:func:`clipft.pipeline.cli.train_main` on the configs shipped in ``clipft/conf``.
+"""
 
-
-@hydra.main(version_base="1.3", config_path="clipft/conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    from clipft.pipeline.cli import train_entry
-
-    return train_entry(cfg)
-
+from clipft.pipeline.cli import train_main
 
 if __name__ == "__main__":
-    main()
+    train_main()

@@ -33,3 +33,22 @@ def eval_entry(cfg: DictConfig) -> None:
     from clipft.pipeline.evaluate import run_eval
 
     _guard(run_eval, cfg)
+
+
+# The configs ship inside the package (clipft/conf): an installed wheel finds them without the
+# source checkout, and train.py / eval.py are shims over these two.
+CONFIG_PATH = "pkg://clipft.conf"
+
+
+def train_main() -> None:
+    """``clipft-train [experiment=NAME] [group=option] [key=value ...]``: the same overrides as ``train.py``."""
+    import hydra
+
+    hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")(train_entry)()
+
+
+def eval_main() -> None:
+    """``clipft-eval ckpt_path=RUN/checkpoints/best.ckpt [data=...]``: the same overrides as ``eval.py``."""
+    import hydra
+
+    hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")(eval_entry)()
