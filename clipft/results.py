@@ -304,6 +304,13 @@ def varying_overrides(overrides: Sequence[str]) -> list[str]:
     return [" ".join(f"{k}={p[k]}" for k in varying if k in p) for p in parsed]
 
 
+def swept_values(overrides: Sequence[str]) -> dict[str, list[str | None]]:
+    """``key -> value per run`` for every override key whose value differs between runs (one column each)."""
+    parsed = [dict(_split_override(o) for o in str(line).split()) for line in overrides]
+    keys = list(dict.fromkeys(k for p in parsed for k in p))
+    return {k: [p.get(k) for p in parsed] for k in keys if len(parsed) > 1 and len({p.get(k) for p in parsed}) > 1}
+
+
 def _split_override(item: str) -> tuple[str, str | None]:
     key, sep, value = item.partition("=")
     return key, (value if sep else None)

@@ -96,6 +96,7 @@ def test_optuna_search_config_composes():
     cfg = compose(["experiment=exp1", "hparams_search=optuna_lr"])
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
+    assert sweeper.storage.startswith("sqlite:///") and sweeper.storage.endswith("/multirun/optuna/clipft-lr-wd.db")
     assert set(sweeper.params) == {"model.optimizer.lr", "model.optimizer.weight_decay"}
     assert sweeper.params["model.optimizer.lr"].startswith("tag(log")
     assert cfg.optimized_metric == "best_val_acc" and cfg.hydra.mode == RunMode.MULTIRUN
@@ -119,15 +120,28 @@ def test_two_value_multirun_writes_each_job_and_a_ranked_summary(tmp_path):
 
 
 @pytest.mark.slow
-def test_optuna_sweep_maximises_the_returned_metric(tmp_path):
+def test_optuna_sweep_maximises_the_returned_metric_and_a_rerun_continues_the_study(tmp_path):
+    import optuna
+
     args = ["-m", "hparams_search=optuna_lr", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2", *TINY_SWEEP]
     proc = run_script("train.py", args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (sweep,) = (tmp_path / "multirun").iterdir()
+    (sweep,) = [d for d in (tmp_path / "multirun").iterdir() if d.name != "optuna"]
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     vals = [json.loads((sweep / j / "metrics.json").read_text())["summary"]["best_val_acc"] for j in ("0", "1")]
     assert result["best_value"] == pytest.approx(max(vals))
-    assert len(read_summary(sweep)) == 2
+    rows = read_summary(sweep)
+    assert len(rows) == 2 and all(float(r["model.optimizer.lr"]) > 0 for r in rows), "one column per swept value"
+
+    # the study lives in a file outside the sweep dir; a trial whose process was killed stays RUNNING
+    storage = f"sqlite:///{tmp_path / 'multirun' / 'optuna' / 'clipft-lr-wd.db'}"
+    study = optuna.load_study(study_name="clipft-lr-wd", storage=storage)
+    study.ask()  # what a kill mid-trial leaves behind
+    again = run_script("train.py", [*args[:2], "hydra.sweeper.n_trials=3", *args[3:]], tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 trials already ended, 1 to go" in again.stdout + again.stderr
+    states = [t.state.name for t in optuna.load_study(study_name="clipft-lr-wd", storage=storage).trials]
+    assert states.count("COMPLETE") == 3 and states.count("RUNNING") == 1
 
 
 def test_each_sweep_job_closes_its_wandb_run(tmp_path, monkeypatch):

@@ -28,7 +28,7 @@ from clipft.data.dedupe import DEDUPE_MODES, TEST_VIEWS, apply_dedupe
 from clipft.data.few_shot import select_shots
 from clipft.data.fingerprints import FingerprintIndex
 from clipft.data.images import load_rgb
-from clipft.data.paths import default_cache_dir, resolve_path
+from clipft.data.paths import canonical_path, default_cache_dir, resolve_path
 from clipft.data.splits import merge_groups, stratified_group_split
 from clipft.data.stats import class_balance, compute_mean_std
 from clipft.data.transforms import build_transform
@@ -234,7 +234,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
             pool, val, test = (self._drop_bad(x, fingerprints) if x is not None else None for x in (pool, val, test))
             if not pool:
                 raise DataError(f"{type(self).__name__}: every training image was unreadable and skipped")
-            result = apply_dedupe(pool, test, lambda s: fingerprints[_key(s)].hash, self.dedupe, self.test_view)
+            result = apply_dedupe(pool, test, lambda s: fingerprints[s.path].hash, self.dedupe, self.test_view)
             pool, test, groups = result.pool, result.test, result.groups
             duplicates = {**result.report, "checked": True}
             self._log_duplicates(duplicates)
@@ -267,9 +267,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
                 log.warning("data.shots=%d: classes with fewer distinct training images keep all they have: %s",
                             self.shots, few_shot["classes_with_fewer_images"])
         if duplicates["checked"]:
-            train_keys = {fingerprints[_key(s)].hash for s in self.train_samples}
+            train_keys = {fingerprints[s.path].hash for s in self.train_samples}
             for split, samples in (("val", self.val_samples), ("test", self.test_samples)):
-                leaked = sum(fingerprints[_key(s)].hash in train_keys for s in samples)
+                leaked = sum(fingerprints[s.path].hash in train_keys for s in samples)
                 duplicates[f"{split}_files_with_copy_in_train"] = leaked
             if duplicates["val_files_with_copy_in_train"]:
                 log.warning(
@@ -324,7 +324,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
     def _fingerprints(self, samples: Sequence[Sample]) -> dict:
         name = hashlib.sha1(_common_dir(samples).encode()).hexdigest()[:12]
         index_file = self.cache_dir / f"fingerprints-{type(self).__name__.lower()}-{name}.sqlite"
-        fingerprints = FingerprintIndex(index_file, self.fingerprint_workers).lookup([s.path for s in samples])
+        canonical = {s.path: canonical_path(s.path) for s in samples}
+        found = FingerprintIndex(index_file, self.fingerprint_workers).lookup(canonical.values())
+        fingerprints = {path: found[key] for path, key in canonical.items()}  # by each sample's own path
         bad = [(p, f.error) for p, f in fingerprints.items() if not f.ok]
         if bad and self.on_bad_image == "error":
             listing = "; ".join(f"{e}" for _, e in bad[:3])
@@ -339,7 +341,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         return fingerprints
 
     def _drop_bad(self, samples: list[Sample], fingerprints: dict) -> list[Sample]:
-        return [s for s in samples if fingerprints[_key(s)].ok]
+        return [s for s in samples if fingerprints[s.path].ok]
 
     @staticmethod
     def _log_duplicates(report: dict[str, Any]) -> None:
@@ -365,7 +367,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     def _dataset_mean_std(self) -> None:
         """Seed-style normalisation: mean/std of the train split, cached under cache_dir."""
-        paths = sorted(str(Path(s.path).resolve()) for s in self.train_samples)
+        paths = sorted(canonical_path(s.path) for s in self.train_samples)
         stats_file = self.cache_dir / f"meanstd-{cache_key(paths, 64)[:16]}.json"
         try:
             stats = json.loads(stats_file.read_text())
@@ -434,7 +436,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.setup()
         samples = [*self.train_samples, *self.val_samples, *self.test_samples]
         if self._decoded is None or self._decoded.size != self.stored_size:
-            paths = sorted({str(Path(s.path).resolve()) for s in samples})
+            paths = sorted({canonical_path(s.path) for s in samples})
             name = f"{type(self).__name__.lower()}-{hashlib.sha1(_common_dir(samples).encode()).hexdigest()[:12]}"
             self._decoded = DecodedImageCache(paths, self.stored_size, self.cache_dir, name).ensure()
         return self._decoded
@@ -491,12 +493,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         return self.test_dataloader()
 
 
-def _key(sample: Sample) -> str:
-    return str(Path(sample.path).resolve())
-
-
 def _common_dir(samples: Sequence[Sample]) -> str:
-    paths = [str(Path(s.path).resolve().parent) for s in samples]
+    paths = [os.path.dirname(canonical_path(s.path)) for s in samples]
     return os.path.commonpath(paths) if paths else ""
 
 

@@ -25,6 +25,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from clipft.data.images import load_rgb
+from clipft.data.paths import canonical_path
 from clipft.errors import DataError
 from clipft.utils.io import atomic_write_json
 
@@ -80,7 +81,7 @@ class DecodedImageCache:
     """Rows of resized images for ``paths``, in a memory-mapped ``.npy`` under ``cache_dir``."""
 
     def __init__(self, paths: Sequence[str], size: int, cache_dir: str | os.PathLike, name: str) -> None:
-        self.paths = [str(Path(p).resolve()) for p in paths]
+        self.paths = [canonical_path(p) for p in paths]
         self.size = int(size)
         self.cache_dir = Path(cache_dir)
         self.key = cache_key(self.paths, self.size)
@@ -155,7 +156,7 @@ class CachedImageDataset(Dataset):
         self.samples = list(samples)
         self.cache = cache
         self.transform = transform
-        self.keys = [str(Path(s.path).resolve()) for s in self.samples]
+        self.keys = [canonical_path(s.path) for s in self.samples]
 
     def __len__(self) -> int:
         return len(self.samples)

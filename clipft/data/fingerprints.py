@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from clipft.data.images import load_rgb
+from clipft.data.paths import canonical_path
 from clipft.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ class FingerprintIndex:
     # ------------------------------------------------------------------ lookup
     def lookup(self, paths: Iterable[str | os.PathLike], progress: bool = True) -> dict[str, Fingerprint]:
         """Fingerprints of ``paths``, decoding only files whose size or mtime changed since last time."""
-        paths = list(dict.fromkeys(str(Path(p).resolve()) for p in paths))
+        paths = list(dict.fromkeys(canonical_path(p) for p in paths))
         dist = _process_group()
         # under DDP only rank 0 touches the file (and its lock): the others get its rows by broadcast
         lock = self._locked() if dist is None or dist[0] == 0 else contextlib.nullcontext()

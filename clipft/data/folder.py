@@ -44,11 +44,11 @@ def scan_class_folders(
                 f"class folder {str(root / name)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
                 "add images or remove the folder"
             )
-        samples.extend(Sample(str(p), label) for p in files)
+        samples.extend(Sample(p, label) for p in files)
     return names, samples
 
 
-def _image_files(folder: Path, root: Path, follow_symlinks: bool) -> list[Path]:
+def _image_files(folder: Path, root: Path, follow_symlinks: bool) -> list[str]:
     """Image files under ``folder``, walked with errors raised (``os.walk`` would skip them silently)."""
 
     def unreadable(exc: OSError) -> None:
@@ -58,25 +58,38 @@ def _image_files(folder: Path, root: Path, follow_symlinks: bool) -> list[Path]:
             "fix its permissions (e.g. chmod -R u+rX) or move it out of the dataset"
         )
 
+    # os.scandir, not os.walk + Path.is_file: directory entries carry their type, so a plain file
+    # costs no stat call (10^5 images: seconds saved on every setup)
     files: list[Path] = []
     seen_dirs: set[str] = set()
-    for current, dirs, names in os.walk(folder, onerror=unreadable, followlinks=True):
+    pending = [str(folder)]
+    while pending:
+        current = pending.pop()
         real = os.path.realpath(current)
         if real in seen_dirs:  # a symlink loop
-            dirs[:] = []
             continue
         seen_dirs.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        here = Path(current)
-        for entry in [*dirs, *names]:
-            path = here / entry
-            if not follow_symlinks and path.is_symlink() and not is_inside(path, root):
+        try:
+            entries = list(os.scandir(current))
+        except OSError as exc:
+            unreadable(exc)
+        for entry in entries:
+            if not follow_symlinks and entry.is_symlink() and not is_inside(entry.path, root):
                 raise DataError(
-                    f"{str(path)!r} is a symlink to {os.path.realpath(path)!r}, outside the dataset root "
+                    f"{entry.path!r} is a symlink to {os.path.realpath(entry.path)!r}, outside the dataset root "
                     f"{os.path.realpath(root)!r}; remove it, or set data.follow_symlinks=true if you trust it"
                 )
-        files.extend(here / n for n in names if is_image_file(n) and (here / n).is_file())
-    return sorted(files)
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if not entry.name.startswith("."):
+                    pending.append(entry.path)
+            elif is_image_file(entry.name) and entry.is_file():
+                files.append(entry.path)
+    # Path order (component by component), without building 10^5 Path objects to compare
+    return sorted(files, key=lambda p: p.split(os.sep))
 
 
 def read_names_file(path: str | os.PathLike) -> list[str]:

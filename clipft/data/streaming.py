@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 
 from clipft.data.base import DatasetIndex, ImageClassificationDataModule, Sample
 from clipft.data.images import load_rgb
+from clipft.data.paths import canonical_path
 from clipft.errors import ConfigError, DataError
 from clipft.utils.io import atomic_write_json
 
@@ -92,7 +93,7 @@ def write_stream(
         "splits": {},
     }
     for split in SPLITS:
-        rows = [(i, str(Path(s.path).resolve()), int(s.label), groups[str(Path(s.path).resolve())].hash or "")
+        rows = [(i, canonical_path(s.path), int(s.label), groups[s.path].hash or "")
                 for i, s in enumerate(samples[split])]
         if not rows:
             continue

@@ -160,6 +160,21 @@ class ClassificationModule(L.LightningModule):
         return record
 
     # ------------------------------------------------------------------ optimisation
+    @property
+    def lr(self) -> float:
+        """The base learning rate, ``optimizer.lr``: what Lightning's ``LearningRateFinder`` reads and sets.
+
+        Parts with a rate of their own (``learning_rates``) keep it; the finder tunes the base rate.
+        """
+        return float(self.optimizer_config["lr"])
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self.optimizer_config["lr"] = float(value)
+        optimizer_hparams = self.hparams.get("optimizer") if hasattr(self, "hparams") else None
+        if isinstance(optimizer_hparams, dict):  # checkpoints record the rate actually used
+            optimizer_hparams["lr"] = float(value)
+
     def configure_optimizers(self) -> Any:
         cfg = dict(self.optimizer_config)
         lr = cfg["lr"]  # checked by the constructor

@@ -29,6 +29,7 @@ from clipft.evaluation.template_sets import brief, score_template_sets
 from clipft.methods.loading import load_module
 from clipft.methods.wise_ft import wise_ft_sweep
 from clipft.pipeline.building import build_datamodule, build_loggers, build_model, build_trainer, to_plain
+from clipft.pipeline.run_data import with_data_of_checkpoint_run
 from clipft.pipeline.run_dir import prepare_run_dir
 from clipft.pipeline.run_info import run_info
 from clipft.pipeline.validation import validate_config
@@ -56,6 +57,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     split = str(cfg.get("split") or "test")
     if split not in SPLITS:
         raise ConfigError(f"split={split!r} must be one of {list(SPLITS)}")
+    cfg = with_data_of_checkpoint_run(cfg)  # no data= on the command line: the checkpoint's run's data
     prepare_run_dir(cfg, "eval")
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

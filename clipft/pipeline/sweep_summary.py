@@ -23,7 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from clipft.evaluation.headline import summary_keys, table_columns
-from clipft.results import collect, rank, to_markdown, varying_overrides
+from clipft.results import collect, rank, swept_values, to_markdown, varying_overrides
 from clipft.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,11 @@ class SweepSummary(Callback):
         frame = collect([sweep_dir])  # failed jobs: from their job_status.json (JobStatusRecorder)
         frame = rank(frame, metric, self.mode)
         frame["job"] = [Path(d).name for d in frame["run_dir"]]
+        swept = swept_values(list(frame["overrides"]))  # one CSV column per swept key, e.g. model.optimizer.lr
+        for key, values in swept.items():
+            frame[key] = values
         frame["overrides"] = varying_overrides(list(frame["overrides"]))
-        csv_cols = ["rank", "job", "overrides", metric, *[c for c in summary_columns() if c not in ("rank", "overrides")], "error", "run_dir"]
+        csv_cols = ["rank", "job", *swept, "overrides", metric, *[c for c in summary_columns() if c not in ("rank", "overrides")], "error", "run_dir"]
         csv_cols = list(dict.fromkeys(csv_cols))
         atomic_write_text(sweep_dir / f"{SUMMARY_NAME}.csv", frame[csv_cols].to_csv(index=False))
         failed = frame[frame["status"] != "ok"]

@@ -1,0 +1,91 @@
+"""``eval.py ckpt_path=...`` without ``data=``: evaluate on the data the checkpoint's run trained on.
+
+A checkpoint sits in ``<run>/checkpoints/``; the run wrote its resolved config to ``<run>/config.yaml``.
+Unless the command line chooses the data (``data=...`` or ``experiment=...``), its ``data`` node
+replaces the composed default, and the command line's ``data.*`` overrides are applied on top
+(``data.batch_size=32``, ``data.root=/moved/here``).
+
+The file is read with ``yaml.safe_load`` and its ``_target_`` must name one of clipft's own
+datamodules: a config file never chooses what code runs (the same rule as for checkpoints).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from clipft.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+CHOOSES_DATA = ("data", "experiment")
+
+
+def known_datamodules() -> set[str]:
+    """Every import path of clipft's datamodule classes (``clipft.data.X`` and the defining module's)."""
+    import clipft.data as data
+    from clipft.data.base import ImageClassificationDataModule
+    from clipft.data.streaming import StreamingDataModule
+
+    classes = {obj for obj in vars(data).values() if isinstance(obj, type) and issubclass(obj, ImageClassificationDataModule)}
+    classes.add(StreamingDataModule)
+    names = {f"{cls.__module__}.{cls.__qualname__}" for cls in classes}
+    return names | {f"clipft.data.{cls.__qualname__}" for cls in classes if getattr(data, cls.__qualname__, None) is cls}
+
+
+def run_config_of(ckpt_path: str) -> Path | None:
+    candidate = Path(ckpt_path).resolve().parent.parent / "config.yaml"
+    return candidate if candidate.is_file() else None
+
+
+def command_line_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
+
+
+def with_data_of_checkpoint_run(cfg: DictConfig, overrides: list[str] | None = None) -> DictConfig:
+    """``cfg`` with the checkpoint's run's ``data`` node, unless the command line chose the data."""
+    ckpt_path = cfg.get("ckpt_path")
+    if not ckpt_path:
+        return cfg
+    overrides = command_line_overrides() if overrides is None else overrides
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    if any(o.key_or_group.lstrip("+~") in CHOOSES_DATA for o in parsed):
+        return cfg
+    config_file = run_config_of(str(ckpt_path))
+    if config_file is None:
+        log.info("no config.yaml beside %s's run: evaluating on the composed data config", ckpt_path)
+        return cfg
+    try:
+        run_cfg = yaml.safe_load(config_file.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise CheckpointError(f"cannot read {str(config_file)!r} ({exc}); pass the data explicitly (data=...)") from None
+    data = run_cfg.get("data") if isinstance(run_cfg, dict) else None
+    if not isinstance(data, dict):
+        return cfg
+    target = data.get("_target_")
+    if target not in known_datamodules():
+        raise CheckpointError(
+            f"{str(config_file)!r} names data._target_={target!r}, which is not one of clipft's datamodules; "
+            "a config file may not choose code to run. Pass the data explicitly (data=...)"
+        )
+    node: Any = OmegaConf.create(data)
+    for override in parsed:
+        key = override.key_or_group
+        if key.startswith("data.") and override.is_delete():
+            continue
+        if key.startswith("data."):
+            OmegaConf.update(node, key[len("data."):], override.value(), merge=True, force_add=True)
+    with open_dict(cfg):
+        cfg.data = node
+    log.info("data: the checkpoint's run's (%s, %s); choose another with data=...", target.rsplit(".", 1)[-1], config_file)
+    return cfg

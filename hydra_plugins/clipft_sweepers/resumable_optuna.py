@@ -1,0 +1,15 @@
+"""The Optuna sweeper whose ``n_trials`` counts the whole stored study (see :mod:`clipft.pipeline.optuna_resume`)."""
+
+from __future__ import annotations
+
+from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+
+from clipft.pipeline.optuna_resume import resume_study
+
+
+class ResumableOptunaSweeper(OptunaSweeper):
+    """:class:`OptunaSweeper` that continues a stored study: a rerun runs only the trials still to go."""
+
+    def sweep(self, arguments: list[str]) -> None:
+        resume_study(self.sweeper)
+        return super().sweep(arguments)
