@@ -8,7 +8,7 @@ from omegaconf import OmegaConf, open_dict
 
 GROUPS = ["data", "model", "trainer", "callbacks", "logger", "paths", "hydra"]
 # options that need a user value (a `???`) get one here so they resolve
-REQUIRED = {("data", "folder"): ["data.root=/tmp/some/folder"]}
+REQUIRED = {("data", "folder"): ["data.root=/tmp/some/folder"], ("data", "streaming"): ["data.input_dir=/tmp/some/stream"]}
 
 
 def _options():

@@ -159,3 +159,11 @@ def test_each_sweep_job_closes_its_wandb_run(tmp_path, monkeypatch):
     fake.run = None
     SweepSummary().on_job_end(job_config(sweep, job), JobReturn(status=JobStatus.COMPLETED))
     assert finished == [True]
+
+
+def test_readme_slurm_launcher_config_composes():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    cfg = compose(["hydra/launcher=submitit_slurm", "hydra.launcher.nodes=2", "hydra.launcher.tasks_per_node=8",
+                   "hydra.launcher.gpus_per_node=8", "trainer=ddp", "trainer.num_nodes=2", "trainer.devices=8"])
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.nodes == 2
+    assert cfg.trainer.num_nodes == 2
