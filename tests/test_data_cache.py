@@ -70,8 +70,8 @@ def test_resize_square_keeps_the_centre():
 def test_fingerprint_index_decodes_only_changed_files(tmp_path, monkeypatch):
     paths = files(tmp_path)
     calls = []
-    real = fingerprints_module.fingerprint_file
-    monkeypatch.setattr(fingerprints_module, "fingerprint_file", lambda p: calls.append(p) or real(p))
+    real = fingerprints_module.decode_pixels
+    monkeypatch.setattr(fingerprints_module, "decode_pixels", lambda p: calls.append(p) or real(p))
     index_file = tmp_path / "fp.json"
     first = FingerprintIndex(index_file).lookup(paths)
     assert len(calls) == 4 and index_file.is_file()

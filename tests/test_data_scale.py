@@ -58,8 +58,8 @@ def test_byte_copies_are_decoded_once_and_reencoded_copies_still_match(tmp_path,
     shutil.copy(a, tmp_path / "a_copy.png")
     Image.open(a).save(tmp_path / "a.bmp")  # same pixels, other bytes: must still be found by decoding
     decoded = []
-    real = fingerprints_module.fingerprint_file
-    monkeypatch.setattr(fingerprints_module, "fingerprint_file", lambda p: decoded.append(p) or real(p))
+    real = fingerprints_module.decode_pixels
+    monkeypatch.setattr(fingerprints_module, "decode_pixels", lambda p: decoded.append(p) or real(p))
     prints = FingerprintIndex(None, workers=1).lookup([a, tmp_path / "a_copy.png", tmp_path / "a.bmp"])
     assert len(decoded) == 2
     assert len({fp.hash for fp in prints.values()}) == 1

@@ -79,24 +79,21 @@ def bytes_hash(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def fingerprint_file(path: str | os.PathLike) -> Fingerprint:
-    """Decode ``path`` and hash its pixels (and its bytes)."""
-    stat = os.stat(path)
-    file_hash = bytes_hash(path)
+def decode_pixels(path: str | os.PathLike) -> tuple[str | None, int, int, str | None]:
+    """Decode ``path``: ``(pixel hash, width, height, None)``, or ``(None, 0, 0, reason)`` if it cannot be.
+
+    Size, mtime and the bytes' hash come from the first pass (:func:`_first_pass`): not read again here.
+    """
     try:
         pixels = np.asarray(load_rgb(path))
     except DataError as exc:
-        return Fingerprint(stat.st_size, stat.st_mtime_ns, error=str(exc), file_hash=file_hash)
-    return Fingerprint(stat.st_size, stat.st_mtime_ns, pixel_hash(pixels), pixels.shape[1], pixels.shape[0], None, file_hash)
+        return None, 0, 0, str(exc)
+    return pixel_hash(pixels), pixels.shape[1], pixels.shape[0], None
 
 
 def _first_pass(path: str) -> tuple[str, int, int, str]:
     stat = os.stat(path)
     return path, stat.st_size, stat.st_mtime_ns, bytes_hash(path)
-
-
-def _decode(path: str) -> tuple[str, Fingerprint]:
-    return path, fingerprint_file(path)
 
 
 def default_workers() -> int:
@@ -240,20 +237,16 @@ class FingerprintIndex:
         log.info("fingerprinting %d images (%d workers)", len(stale), self.workers)
         show = progress and len(stale) > PROGRESS_MIN_FILES
         first = self._map(_first_pass, stale, "hashing file bytes", show)
-        known_by_bytes = {fp.file_hash: fp for fp in self.entries.values() if fp.file_hash}
+        # file hash -> (pixel hash, width, height, error): what the index knows, then one decode per new content
+        by_bytes = {fp.file_hash: (fp.hash, fp.width, fp.height, fp.error) for fp in self.entries.values() if fp.file_hash}
         to_decode: dict[str, str] = {}  # file hash -> the one path decoded for it
         for path, _, _, file_hash in first:
-            if file_hash not in known_by_bytes:
+            if file_hash not in by_bytes:
                 to_decode.setdefault(file_hash, path)
-        decoded = dict(self._map(_decode, list(to_decode.values()), "decoding images", show))
+        decoded = self._map(decode_pixels, list(to_decode.values()), "decoding images", show)
+        by_bytes.update(zip(to_decode, decoded))
         self.decoded = len(decoded)
-        for fp in decoded.values():
-            known_by_bytes[fp.file_hash] = fp
-        new = {}
-        for path, size, mtime_ns, file_hash in first:
-            source = decoded.get(path) or known_by_bytes[file_hash]
-            new[path] = Fingerprint(size, mtime_ns, source.hash, source.width, source.height, source.error, file_hash)
-        return new
+        return {path: Fingerprint(size, mtime_ns, *by_bytes[file_hash], file_hash) for path, size, mtime_ns, file_hash in first}
 
     def _map(self, fn, items: list[str], description: str, show: bool) -> list:
         if self.workers == 1 or len(items) < PARALLEL_MIN_FILES:

@@ -60,7 +60,7 @@ def _image_files(folder: Path, root: Path, follow_symlinks: bool) -> list[str]:
 
     # os.scandir, not os.walk + Path.is_file: directory entries carry their type, so a plain file
     # costs no stat call (10^5 images: seconds saved on every setup)
-    files: list[Path] = []
+    files: list[str] = []
     seen_dirs: set[str] = set()
     pending = [str(folder)]
     while pending:

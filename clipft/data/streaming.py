@@ -73,10 +73,11 @@ def write_stream(
     output_dir: str | os.PathLike,
     num_workers: int = 1,
     chunk_bytes: str = "64MB",
-) -> Path:
+) -> str:
     """Write ``datamodule``'s train / val / test splits as litdata chunks under ``output_dir``.
 
-    ``output_dir`` is a local folder or an object-store URI litdata can write (``s3://bucket/x``).
+    ``output_dir`` is a local folder or an object-store URI litdata can write (``s3://bucket/x``);
+    returns it, as the ``data.input_dir`` to read the stream from.
     """
     litdata = _require_litdata()
     datamodule.setup()
@@ -120,7 +121,7 @@ def write_stream(
     else:
         atomic_write_json(Path(output) / META_FILE, meta)
     log.info("wrote a litdata stream of %d images (%s) to %s", len(every), ", ".join(meta["splits"]), output)
-    return Path(output) if not remote else Path(output.split("://", 1)[1])
+    return output
 
 
 def _write_remote_json(url: str, obj: Any) -> None:
@@ -269,16 +270,17 @@ class StreamingDataModule(ImageClassificationDataModule):
         self.shuffle = bool(shuffle)
         self._streams: dict[tuple[str, bool], Any] = {}
 
-    def _split_dir(self, split: str) -> str:
+    @property
+    def location(self) -> str:
+        """The stream's URI as given, or its local folder made absolute (cwd, then ``base_dir``)."""
         if "://" in self.input_dir:
-            return f"{self.input_dir}/{split}"
-        return str(self.resolve(self.input_dir, key="data.input_dir") / split)
+            return self.input_dir
+        return str(self.resolve(self.input_dir, key="data.input_dir"))
 
     def setup(self, stage: str | None = None) -> None:
         if self.index is not None:
             return
-        location = self.input_dir if "://" in self.input_dir else str(self.resolve(self.input_dir, key="data.input_dir"))
-        meta = read_stream_meta(location)
+        meta = read_stream_meta(self.location)
         names = list(meta["class_names"])
         for split in SPLITS:
             info = meta["splits"].get(split, {"labels": [], "paths": []})
@@ -296,7 +298,7 @@ class StreamingDataModule(ImageClassificationDataModule):
         key = (split, train)
         if key not in self._streams:
             self._streams[key] = streaming_dataset(
-                self._split_dir(split),
+                f"{self.location}/{split}",
                 self.stream_cache_dir,
                 self.transform(train),
                 shuffle=train and self.shuffle,
@@ -311,8 +313,7 @@ class StreamingDataModule(ImageClassificationDataModule):
         if len(splits) != 1 or None in splits:
             raise DataError("a streamed dataset is built from the samples of one split of the stream")
         (split,) = splits
-        return StreamedSamples(self._stream(split, train=False) if not train else self._stream(split, True),
-                               [s.index for s in samples])
+        return StreamedSamples(self._stream(split, train), [s.index for s in samples])
 
     def _loader(self, split: str) -> Any:
         litdata = _require_litdata()

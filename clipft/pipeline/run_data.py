@@ -79,11 +79,9 @@ def with_data_of_checkpoint_run(cfg: DictConfig, overrides: list[str] | None = N
             "a config file may not choose code to run. Pass the data explicitly (data=...)"
         )
     node: Any = OmegaConf.create(data)
-    for override in parsed:
+    for override in parsed:  # the command line's data.* values on top (deletions are not carried over)
         key = override.key_or_group
-        if key.startswith("data.") and override.is_delete():
-            continue
-        if key.startswith("data."):
+        if key.startswith("data.") and not override.is_delete():
             OmegaConf.update(node, key[len("data."):], override.value(), merge=True, force_add=True)
     with open_dict(cfg):
         cfg.data = node

@@ -8,6 +8,7 @@ writes it. Then train from the stream with ``python train.py data=streaming data
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -23,8 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def compose_data_config(overrides: Sequence[str]):
-    """The ``data`` node of ``train.yaml`` with ``overrides``, its ``${hydra:...}`` values resolved."""
+def compose_train_config(overrides: Sequence[str]):
+    """``train.yaml`` with ``overrides``, as train.py composes it, its ``${hydra:...}`` values resolved."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -36,24 +37,22 @@ def compose_data_config(overrides: Sequence[str]):
     with initialize_config_dir(config_dir=str(package_file("conf")), version_base="1.3"):
         cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
     with open_dict(cfg):  # compose() leaves the runtime dirs unset: the cwd is the run dir here
-        import os
-
         cfg.hydra.runtime.cwd = os.getcwd()
         cfg.hydra.runtime.output_dir = os.getcwd()
     HydraConfig.instance().set_config(cfg)
-    return cfg.data
+    return cfg
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         from clipft.data.streaming import write_stream
-        from clipft.pipeline.building import instantiate_node
+        from clipft.pipeline.building import build_datamodule
 
-        datamodule = instantiate_node(compose_data_config(args.overrides), "data")
+        datamodule = build_datamodule(compose_train_config(args.overrides))
         out = write_stream(datamodule, args.out, num_workers=args.workers, chunk_bytes=args.chunk_bytes)
-    except ClipftError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except ClipftError as exc:  # one line, as python -m clipft.soup reports it
+        print(f"clipft error: {exc}", file=sys.stderr)
+        return 1
     print(f"wrote {out}; train from it with: python train.py data=streaming data.input_dir={args.out}")
     return 0
