@@ -163,6 +163,21 @@ def test_a_stream_with_pickled_items_is_refused(tmp_path):
         next(iter(dm.train_dataloader()))
 
 
+def test_writing_a_stream_leaves_the_users_temp_folders_alone(source_and_stream, tmp_path, monkeypatch):
+    """litdata.optimize empties $TMPDIR/data and $TMPDIR/chunks when it starts; a user's files there survive."""
+    import tempfile
+
+    source, _ = source_and_stream
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    for name in ("data", "chunks"):
+        (tmp_path / "tmp" / name).mkdir(parents=True)
+        (tmp_path / "tmp" / name / "precious.png").write_bytes(b"keep me")
+    write_stream(source, tmp_path / "stream")
+    assert (tmp_path / "tmp" / "data" / "precious.png").read_bytes() == b"keep me"
+    assert (tmp_path / "tmp" / "chunks" / "precious.png").read_bytes() == b"keep me"
+    assert read_stream_meta(str(tmp_path / "stream"))["class_names"] == source.class_names
+
+
 def test_missing_stream_and_misplaced_settings_say_what_to_do(tmp_path):
     with pytest.raises(DataError, match="clipft.stream_data"):
         StreamingDataModule(input_dir=str(tmp_path), image_size=SIZE).setup()

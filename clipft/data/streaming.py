@@ -20,10 +20,13 @@ format (``pickle`` among them, which would run code on load) is refused when rea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +71,27 @@ def _stream_item(row: tuple[int, str, int, str]) -> dict[str, Any]:
     return {"index": index, "image": data, "label": label, "group": group}
 
 
+# litdata.optimize empties its scratch folders when it starts: by default $TMPDIR/chunks and
+# $TMPDIR/data, which deletes whatever a user keeps there (clipft's own data_dir is ./data, so a
+# run from /tmp lost its images). Each write gets folders of its own unless the user chose them.
+OPTIMIZER_SCRATCH = {"DATA_OPTIMIZER_CACHE_FOLDER": "chunks", "DATA_OPTIMIZER_DATA_CACHE_FOLDER": "data"}
+
+
+@contextlib.contextmanager
+def private_optimizer_scratch() -> Any:
+    """Point litdata.optimize's scratch folders at a fresh temporary folder, removed afterwards."""
+    unset = [key for key in OPTIMIZER_SCRATCH if not os.environ.get(key)]
+    scratch = tempfile.mkdtemp(prefix="clipft-litdata-")
+    for key in unset:
+        os.environ[key] = os.path.join(scratch, OPTIMIZER_SCRATCH[key])
+    try:
+        yield
+    finally:
+        for key in unset:
+            os.environ.pop(key, None)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def write_stream(
     datamodule: ImageClassificationDataModule,
     output_dir: str | os.PathLike,
@@ -98,18 +122,19 @@ def write_stream(
                 for i, s in enumerate(samples[split])]
         if not rows:
             continue
-        litdata.optimize(
-            fn=_stream_item,
-            inputs=rows,
-            output_dir=f"{output}/{split}",
-            chunk_bytes=chunk_bytes,
-            num_workers=max(1, int(num_workers)),
-            mode="overwrite",
-            reorder_files=False,
-            verbose=False,
-            # fork on Linux: spawn re-imports torch in every worker, seconds per split for small sets
-            start_method="fork" if sys.platform.startswith("linux") else None,
-        )
+        with private_optimizer_scratch():
+            litdata.optimize(
+                fn=_stream_item,
+                inputs=rows,
+                output_dir=f"{output}/{split}",
+                chunk_bytes=chunk_bytes,
+                num_workers=max(1, int(num_workers)),
+                mode="overwrite",
+                reorder_files=False,
+                verbose=False,
+                # fork on Linux: spawn re-imports torch in every worker, seconds per split for small sets
+                start_method="fork" if sys.platform.startswith("linux") else None,
+            )
         meta["splits"][split] = {
             "count": len(rows),
             "labels": [r[2] for r in rows],
