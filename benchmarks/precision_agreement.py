@@ -28,17 +28,7 @@ from train_throughput import PRESETS, PlainLoop, class_names, compose_config, in
 
 def losses(module, batches, precision: str, device: torch.device, steps: int) -> list[float]:
     loop = PlainLoop(copy.deepcopy(module), in_memory_loader(batches, steps), precision, device)
-    recorded = []
-    for _ in range(steps):
-        images, labels = next(loop.batches)
-        images, labels = images.to(device), labels.to(device)
-        loop.optimizer.zero_grad(set_to_none=True)
-        loss = loop.loss(images, labels)
-        loss.backward()
-        loop.optimizer.step()
-        if loop.scheduler is not None:
-            loop.scheduler.step()
-        recorded.append(loss.detach())
+    recorded = [loop.step() for _ in range(steps)]
     return [float(x) for x in recorded]  # one sync, at the end
 
 

@@ -184,7 +184,8 @@ class PlainLoop:
             loss_sim = self.contrastive_loss(image, text[labels], labels, scale, m.contrastive_target)
             return m.sim_weight * loss_sim + m.cls_weight * loss_cls
 
-    def step(self) -> None:
+    def step(self) -> torch.Tensor:
+        """One optimizer step; returns the loss, detached (reading it is the caller's sync)."""
         try:
             images, labels = next(self.batches)
         except StopIteration:
@@ -203,6 +204,7 @@ class PlainLoop:
             self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
+        return loss.detach()
 
 
 def sync(device: torch.device) -> None:
