@@ -83,6 +83,10 @@ class CLAP(CLIPMethod):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.class_logits(self.backbone.encode_image(images))
 
+    def linear_head(self) -> tuple[torch.Tensor, torch.Tensor]:
+        weight = (self.logit_scale() * nn.functional.normalize(self.weight.float(), dim=-1)).detach()
+        return weight, torch.zeros(weight.shape[0], device=weight.device)
+
     def class_penalty(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """lambda_c: the zero-shot model's mean probability of class c on its own training images."""
         with torch.no_grad():

@@ -93,6 +93,13 @@ class ClassificationModule(L.LightningModule):
         (PEFT: the adapter merged), written by the pipeline as ``checkpoints/inference.ckpt``; None: nothing to export."""
         return None
 
+    def linear_head(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(weight C x D, bias C)`` with ``logits = encode_image(x) @ weight.T + bias`` on the backbone's
+        normalised image embedding, after :meth:`prepare_for_inference`; None when the classifier is not one
+        linear map of that embedding (a cache, an adapter, an ensemble). What ``clipft-export --format hf|open_clip``
+        ships beside the backbone; the exporter checks it against ``forward``."""
+        return None
+
     def named_parameter_groups(self) -> dict[str, Iterable[tuple[str, nn.Parameter]]]:
         """Parts of the model that may get their own LR: ``{part: named_parameters}``."""
         return {"model": self.named_parameters()}

@@ -63,3 +63,6 @@ class CLIPAdapter(CLIPMethod):
         adapted = nn.functional.normalize(adapted, dim=-1)
         text = self._eval_text_features if self._eval_text_features is not None and not self.training else self.frozen_class_text()
         return self.logit_scale() * adapted @ text.to(adapted.dtype).t()
+
+    def linear_head(self) -> None:
+        return None  # the residual MLP adapter sits between the embedding and the class text

@@ -76,6 +76,9 @@ class CLIPLinearProbe(ClassificationModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone.encode_image(images))
 
+    def linear_head(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head.weight.detach().float(), self.head.bias.detach().float()
+
     def train(self, mode: bool = True) -> CLIPLinearProbe:
         super().train(mode)
         self.backbone.eval()  # frozen: BatchNorm statistics and dropout stay in inference mode

@@ -162,6 +162,12 @@ class CLIPMethod(ClassificationModule, abstract=True):
             text = self.class_text_features()
         return self.logit_scale() * image @ text.to(image.dtype).t()
 
+    def linear_head(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The text head as a linear layer: ``exp(logit_scale) * class_text``, no bias."""
+        text = self._eval_text_features if self._eval_text_features is not None else self.class_text_features()
+        weight = (self.logit_scale() * text.float()).detach()
+        return weight, torch.zeros(weight.shape[0], device=weight.device)
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Cross-entropy on ``forward``'s logits: the objective of every method that does not say otherwise."""
         images, labels = batch[0], batch[1]

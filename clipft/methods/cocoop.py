@@ -69,5 +69,8 @@ class CoCoOp(CoOp):
         text = self.conditioned_text_features(image)
         return self.logit_scale() * torch.einsum("bd,bcd->bc", image, text.to(image.dtype))
 
+    def linear_head(self) -> None:
+        return None  # each image reads its own class prompts
+
     def prepare_for_inference(self) -> None:
         """Nothing to cache: the class prompts depend on each image."""

@@ -88,6 +88,9 @@ class LinearHeadFineTune(CLIPMethod):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone.encode_image(images))
 
+    def linear_head(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head.weight.detach().float(), self.head.bias.detach().float()
+
 
 def probe_head_from_checkpoint(path: str, class_names: Sequence[str], shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
     """LP-FT: the ``head.weight``/``head.bias`` of a :class:`CLIPLinearProbe` checkpoint."""

@@ -158,5 +158,8 @@ class TipAdapter(CLIPMethod):
             logits = logits + self.alpha * self.cache_logits(image)
         return logits
 
+    def linear_head(self) -> None:
+        return None  # the cache's exp(-beta (1 - cos)) affinities are not linear in the embedding
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         return super().training_step(batch, batch_idx) if self.finetune_keys else None  # training-free: nothing to step

@@ -1,0 +1,57 @@
+"""``--format hf``: an HF CLIP folder (``CLIPModel.from_pretrained(OUT)``, its tokenizer and image
+processor) plus the class head over ``get_image_features`` (``classifier.safetensors``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from clipft.errors import CheckpointError
+
+
+def write(module: nn.Module, folder: Path, pixels: torch.Tensor, reference: torch.Tensor) -> tuple[list[str], float]:
+    from transformers import CLIPImageProcessor, CLIPModel
+
+    from clipft.exporting.common import backbone_of, check_logits, preprocessing_of, verified_linear_head, write_classifier
+
+    backbone = backbone_of(module, "hf")
+    model = getattr(backbone, "model", None)
+    if not isinstance(model, CLIPModel):
+        raise CheckpointError(
+            f"--format hf writes a transformers CLIPModel, but this checkpoint's backbone is {type(backbone).__name__}; "
+            "use --format open_clip (open_clip backbones), --format safetensors or --format onnx"
+        )
+    weight, bias = verified_linear_head(module, pixels, "hf")
+    model.save_pretrained(folder, safe_serialization=True)
+    backbone.tokenizer.save_pretrained(folder)
+    pre = preprocessing_of(module)
+    size = int(pre["image_size"])
+    CLIPImageProcessor(
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+        image_mean=list(pre["mean"]), image_std=list(pre["std"]),
+    ).save_pretrained(folder)
+    files = write_classifier(folder, weight, bias, module, "CLIPModel.get_image_features(pixel_values)")
+    diff = check_logits(exported_logits(folder, pixels), reference, f"CLIPModel.from_pretrained({str(folder)!r}) + classifier")
+    return sorted(p.name for p in folder.iterdir() if p.name not in files) + files, diff
+
+
+@torch.no_grad()
+def exported_logits(folder: str | Path, pixels: torch.Tensor) -> torch.Tensor:
+    """Class logits as a transformers user computes them from the folder (tests use the same code path)."""
+    from transformers import CLIPModel
+    from transformers.utils import logging as hf_logging
+
+    from clipft.exporting.common import load_classifier
+
+    hf_logging.disable_progress_bar()  # one reload, not a progress bar per weight file
+    model = CLIPModel.from_pretrained(str(folder)).eval()
+    weight, bias, _ = load_classifier(folder)
+    return nn.functional.normalize(image_features(model, pixels), dim=-1) @ weight.t() + bias
+
+
+def image_features(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """``get_image_features``: a tensor before transformers 5, an output with the projection as ``pooler_output`` since."""
+    out = model.get_image_features(pixel_values=pixels)
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
