@@ -18,10 +18,11 @@ the checkpoint's on probe images; ``clipft_export.json`` records the largest dif
 
 from __future__ import annotations
 
-from clipft.exporting.common import ExportResult, export_module
+from clipft.exporting.common import ExportResult
+from clipft.exporting.exporter import WRITERS, export_module
 from clipft.exporting.safetensors_format import load_safetensors_export
 
-FORMATS = ("hf", "open_clip", "safetensors", "onnx")
+FORMATS = tuple(WRITERS)
 
 __all__ = ["FORMATS", "ExportResult", "export_checkpoint", "export_module", "load_safetensors_export"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,36 +171,12 @@ def staged_folder(out: str | Path, overwrite: bool) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-Writer = Callable[[nn.Module, Path, torch.Tensor, torch.Tensor], tuple[list[str], float]]
-
-
-def export_module(module: nn.Module, fmt: str, out: str | Path, overwrite: bool = False, source: str | None = None) -> ExportResult:
-    """Export a loaded clipft module; see :mod:`clipft.exporting`."""
-    from clipft.exporting import hf_format, onnx_format, open_clip_format, safetensors_format
-    from clipft.methods.classification import module_class_path
-    from clipft.utils.io import atomic_write_json
-
-    writers: dict[str, Writer] = {
-        "hf": hf_format.write,
-        "open_clip": open_clip_format.write,
-        "safetensors": safetensors_format.write,
-        "onnx": onnx_format.write,
-    }
-    if fmt not in writers:
-        raise ConfigError(f"--format {fmt!r} is not an export format; choose one of {', '.join(writers)}")
-    module = inference_form(module)
-    pixels = probe_pixels(module)
-    reference = module_logits(module, pixels)
-    with staged_folder(out, overwrite) as stage:
-        files, diff = writers[fmt](module, stage, pixels, reference)
-        atomic_write_json(stage / EXPORT_RECORD, {
-            "format": fmt,
-            "source": source,
-            "module": module_class_path(module),
-            "class_names": list(getattr(module, "class_names", [])),
-            "preprocessing": preprocessing_of(module),
-            "verified": {"probe_images": int(pixels.shape[0]), "max_abs_logit_diff": diff,
-                         "relative_tolerance": RELATIVE_TOLERANCE},
-        })
-    scale = float(reference.abs().max().clamp(min=1.0))
-    return ExportResult(fmt, Path(out).expanduser(), [*files, EXPORT_RECORD], diff, scale)
+def unshared_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory (tied weights): give each its own copy."""
+    seen: set[int] = set()
+    out = {}
+    for key, tensor in state.items():
+        pointer = tensor.untyped_storage().data_ptr() if tensor.numel() else id(tensor)
+        out[key] = tensor.clone() if pointer in seen else tensor
+        seen.add(pointer)
+    return out

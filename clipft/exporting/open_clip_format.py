@@ -19,8 +19,14 @@ WEIGHTS = "open_clip_model.safetensors"
 def write(module: nn.Module, folder: Path, pixels: torch.Tensor, reference: torch.Tensor) -> tuple[list[str], float]:
     from safetensors.torch import save_file
 
-    from clipft.exporting.common import backbone_of, check_logits, preprocessing_of, verified_linear_head, write_classifier
-    from clipft.exporting.safetensors_format import _unshared
+    from clipft.exporting.common import (
+        backbone_of,
+        check_logits,
+        preprocessing_of,
+        unshared_tensors,
+        verified_linear_head,
+        write_classifier,
+    )
     from clipft.models.open_clip_backbone import OpenCLIPBackbone
     from clipft.utils.io import atomic_write_json
 
@@ -37,7 +43,7 @@ def write(module: nn.Module, folder: Path, pixels: torch.Tensor, reference: torc
         "preprocess_cfg": {"size": int(pre["image_size"]), "mean": list(pre["mean"]), "std": list(pre["std"])},
     })
     state = {k: v.detach().contiguous().cpu() for k, v in backbone.model.state_dict().items()}
-    save_file(_unshared(state), str(folder / WEIGHTS))
+    save_file(unshared_tensors(state), str(folder / WEIGHTS))
     files = [CONFIG, WEIGHTS, *write_classifier(folder, weight, bias, module, "model.encode_image(pixels)")]
     diff = check_logits(exported_logits(folder, pixels), reference, f"open_clip.create_model('local-dir:{folder}') + classifier")
     return files, diff

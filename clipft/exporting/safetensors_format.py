@@ -24,12 +24,12 @@ MODULE_RECORD = "clipft_module.json"
 def write(module: nn.Module, folder: Path, pixels: torch.Tensor, reference: torch.Tensor) -> tuple[list[str], float]:
     from safetensors.torch import save_file
 
-    from clipft.exporting.common import check_logits
+    from clipft.exporting.common import check_logits, unshared_tensors
     from clipft.methods.classification import module_class_path, plain_containers
     from clipft.utils.io import atomic_write_json
 
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    save_file(_unshared(state), str(folder / WEIGHTS), metadata={"format": "clipft-module"})
+    save_file(unshared_tensors(state), str(folder / WEIGHTS), metadata={"format": "clipft-module"})
     atomic_write_json(folder / MODULE_RECORD, {
         "format": "clipft-module",
         "module": module_class_path(module),
@@ -71,14 +71,3 @@ def load_safetensors_export(folder: str | Path, map_location: str = "cpu", trust
     with torch.no_grad():
         module.prepare_for_inference()
     return module
-
-
-def _unshared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses tensors that share memory (tied weights): give each its own copy."""
-    seen: set[int] = set()
-    out = {}
-    for key, tensor in state.items():
-        pointer = tensor.untyped_storage().data_ptr() if tensor.numel() else id(tensor)
-        out[key] = tensor.clone() if pointer in seen else tensor
-        seen.add(pointer)
-    return out
