@@ -90,7 +90,7 @@ def write_run_artefacts(
     skips the summary figures (1-5 s a run, e.g. in sweeps); an asked-for Grad-CAM grid is still drawn.
     """
     from clipft.evaluation import plots as plotting
-    from clipft.evaluation.wandb_media import log_to_wandb_loggers
+    from clipft.evaluation.wandb_media import Predictions, log_to_wandb_loggers
 
     output_dir = Path(output_dir)
     plot_dir = output_dir / "plots"
@@ -106,6 +106,7 @@ def write_run_artefacts(
     outputs = getattr(model, "test_outputs", None) or {}
     written: dict[str, Path] = {}
     failed: dict[str, str] = {}
+    predictions = None
 
     def attempt(name: str, make: Callable[..., Path | None], *args: Any, path: Path | None = None) -> None:
         """``make(*args, path)`` with path ``plots/<name>.png`` unless given; failures are recorded, not raised."""
@@ -130,6 +131,7 @@ def write_run_artefacts(
         samples = list(getattr(datamodule, f"{split}_samples", []) or [])
         paths = [s.path for s in samples]
         if len(samples) == len(targets):
+            predictions = Predictions(probs, targets, class_names, paths)
             table = errors_table(paths, probs, targets, class_names)
             attempt("errors", lambda path: atomic_write_text(path, table), path=output_dir / "errors.csv")
             if gradcam_n > 0:
@@ -154,7 +156,7 @@ def write_run_artefacts(
     if failed:
         metrics["artefacts_failed"] = failed
     figures = {k: v for k, v in written.items() if v.suffix == ".png"}
-    log_to_wandb_loggers(loggers, figures, report, metrics.get("summary") or {})
+    log_to_wandb_loggers(loggers, figures, report, metrics.get("summary") or {}, predictions)
     return metrics
 
 

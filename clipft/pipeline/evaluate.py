@@ -26,6 +26,7 @@ from clipft.evaluation.headline import headline_summary
 from clipft.evaluation.inference import loader_predictions, model_preprocessing
 from clipft.evaluation.metrics import classification_report
 from clipft.evaluation.template_sets import brief, score_template_sets
+from clipft.evaluation.wandb_media import log_run_files, log_run_record
 from clipft.methods.loading import load_module
 from clipft.methods.wise_ft import wise_ft_sweep
 from clipft.pipeline.building import build_datamodule, build_loggers, build_model, build_trainer, to_plain
@@ -68,7 +69,10 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup("test")
     model = load_or_build_model(cfg, datamodule.class_names)
     datamodule.configure_preprocessing(**model_preprocessing(model))  # as recorded in the checkpoint
-    trainer = build_trainer(cfg, callbacks=[], loggers=build_loggers(cfg))
+    loggers = build_loggers(cfg)
+    trainer = build_trainer(cfg, callbacks=[], loggers=loggers)
+    record = run_info(cfg.paths.get("root_dir"), model)
+    log_run_record(loggers, record)
     loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
 
     def score() -> dict[str, Any]:
@@ -105,7 +109,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
             "checkpoint": str(ckpt_path) if ckpt_path else None,
             "split": split,
             "data": datamodule.split_report,
-            "run": {"output_dir": str(output_dir), **run_info(cfg.paths.get("root_dir"))},
+            "run": {"output_dir": str(output_dir), **record},
             "config": to_plain(cfg),
         }
     )
@@ -114,6 +118,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
         output_dir, model, datamodule, metrics, trainer, calibration, gradcam_n, bool(cfg.get("plots", True)), split=split
     )
     atomic_write_json(output_dir / "metrics.json", metrics)
+    log_run_files(loggers, output_dir)
     print_tables(metrics, split)
     if calibration:
         log.info(

@@ -22,6 +22,24 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
         return None
 
 
+def git_dirty(cwd: str | Path | None = None) -> bool | None:
+    """Whether tracked files differ from the commit (the commit alone would not reproduce the run); None outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True,
+            timeout=10, check=True,
+        )
+        return bool(out.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def parameter_counts(model: Any) -> dict[str, int]:
+    """Total and trainable parameters when the run starts (a frozen tower counts in total only)."""
+    params = list(model.parameters())
+    return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
+
+
 def package_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": sys.version.split()[0], "platform": platform.platform()}
     for name in PACKAGES:
@@ -32,11 +50,16 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def run_info(cwd: str | Path | None = None) -> dict[str, Any]:
+def run_info(cwd: str | Path | None = None, model: Any = None) -> dict[str, Any]:
+    """``metrics.json["run"]`` and the W&B config's ``run``: commit, dirty flag, versions, device (+ parameter counts)."""
     import torch
 
-    return {
+    info = {
         "git_commit": git_commit(cwd),
+        "git_dirty": git_dirty(cwd),
         "versions": package_versions(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
     }
+    if model is not None:
+        info["parameters"] = parameter_counts(model)
+    return info

@@ -14,6 +14,7 @@ from clipft.errors import CheckpointError, ConfigError
 from clipft.evaluation.artefacts import write_run_artefacts
 from clipft.evaluation.headline import headline_summary
 from clipft.evaluation.metrics import classification_report
+from clipft.evaluation.wandb_media import log_run_files, log_run_record
 from clipft.pipeline.building import (
     build_callbacks,
     build_datamodule,
@@ -63,6 +64,8 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg, callbacks, loggers)
     for lg in loggers:
         lg.log_hyperparams(to_plain(cfg))
+    record = run_info(cfg.paths.get("root_dir"), model)  # before fit: trainable = what the run starts training
+    log_run_record(loggers, record)
 
     if cfg.get("train", True):
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -95,7 +98,7 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
             metrics["inference_checkpoint"] = str(write_inference_checkpoint(model, exported, output_dir))
     metrics["epochs_trained"] = int(trainer.current_epoch)
     metrics["duration_s"] = round(time.time() - started, 2)
-    metrics["run"] = {"output_dir": str(output_dir), **run_info(cfg.paths.get("root_dir"))}
+    metrics["run"] = {"output_dir": str(output_dir), **record}
     metrics["config"] = to_plain(cfg)
     if not trainer.is_global_zero:
         return metrics  # DDP child rank: rank 0 writes the run's files
@@ -103,6 +106,7 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     metrics = write_run_artefacts(output_dir, model, datamodule, metrics, trainer, plots=bool(cfg.get("plots", True)))
     atomic_write_json(output_dir / "metrics.json", metrics)
     log.info("metrics written to %s", output_dir / "metrics.json")
+    log_run_files(loggers, output_dir)  # metrics.json + data_report.json as the W&B run's report artifact
     return metrics
 
 
