@@ -182,3 +182,30 @@ def test_concurrent_generation_of_the_synthetic_set_is_safe(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0]
     assert len(list((root / "train").rglob("*.png"))) == 30
     assert not root.with_name("synthetic_signs.tmp").exists()
+
+
+@pytest.mark.parametrize("name", ["cosine", "linear", "constant"])
+def test_warmup_schedules_follow_transformers_formulas(name):
+    """LR factor per step against the hand-computed curve: 0 -> 1 over 4 warm-up steps, then the shape."""
+    from clipft.methods.optim import build_scheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    min_ratio = 0.1 if name == "cosine" else 0.0
+    sched = build_scheduler({"name": name, "warmup_steps": 4, "min_lr_ratio": min_ratio}, opt, total_steps=12)["scheduler"]
+    seen = []
+    for _ in range(12):
+        seen.append(opt.param_groups[0]["lr"] / 2.0)
+        opt.step()
+        sched.step()
+    for step, factor in enumerate(seen):
+        if step < 4:
+            expected = step / 4
+        elif name == "constant":
+            expected = 1.0
+        else:
+            progress = (step - 4) / 8
+            shape = 0.5 * (1 + math.cos(math.pi * progress)) if name == "cosine" else 1 - progress
+            expected = min_ratio + (1 - min_ratio) * shape
+        assert factor == pytest.approx(expected), (step, factor, expected)
+    with pytest.raises(ConfigError, match="min_lr_ratio"):
+        build_scheduler({"name": "linear", "min_lr_ratio": 0.1}, opt, total_steps=12)

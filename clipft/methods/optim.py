@@ -6,7 +6,6 @@ callables), so checkpoints stay loadable with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -63,7 +62,8 @@ def build_scheduler(
 ) -> dict[str, Any] | None:
     """LR scheduler dict for Lightning.
 
-    ``{name: cosine, warmup_steps | warmup_ratio, min_lr_ratio}`` (per step), ``{name: onecycle,
+    ``{name: cosine | linear | constant, warmup_steps | warmup_ratio, min_lr_ratio}`` (per step, from
+    ``transformers``' ``get_*_schedule_with_warmup``), ``{name: onecycle,
     pct_start}``, ``{name: constant}`` or ``{name: none}``; any other mapping with ``_target_`` is
     instantiated as a torch scheduler (``interval`` defaults to epoch then).
     """
@@ -79,22 +79,30 @@ def build_scheduler(
     if name in (None, "none"):
         return None
     if name in ("cosine", "constant", "linear"):
+        # transformers' warm-up schedules (the ones HF and open_clip recipes quote): the LR rises linearly
+        # from 0 over warmup_steps, then follows the named shape down to min_lr_ratio x the group's LR
+        from transformers import (
+            get_constant_schedule_with_warmup,
+            get_cosine_with_min_lr_schedule_with_warmup,
+            get_linear_schedule_with_warmup,
+        )
+
         warmup = cfg.get("warmup_steps")
         if warmup is None:
             warmup = int(round(float(cfg.get("warmup_ratio", 0.0)) * total_steps))
         warmup = min(int(warmup), total_steps - 1) if total_steps > 1 else 0
         min_ratio = float(cfg.get("min_lr_ratio", 0.0))
-
-        def factor(step: int) -> float:
-            if warmup > 0 and step < warmup:
-                return (step + 1) / warmup
-            if name == "constant":
-                return 1.0
-            progress = min((step - warmup) / max(total_steps - warmup, 1), 1.0)
-            shape = 0.5 * (1 + math.cos(math.pi * progress)) if name == "cosine" else 1 - progress
-            return min_ratio + (1 - min_ratio) * shape
-
-        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        if name == "cosine":
+            sched = get_cosine_with_min_lr_schedule_with_warmup(optimizer, warmup, total_steps, min_lr_rate=min_ratio)
+        elif name == "linear":
+            if min_ratio:
+                raise ConfigError(
+                    f"model.scheduler.min_lr_ratio={min_ratio} needs name=cosine: the linear schedule "
+                    "(transformers.get_linear_schedule_with_warmup) decays to 0"
+                )
+            sched = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+        else:
+            sched = get_constant_schedule_with_warmup(optimizer, warmup)
         return {"scheduler": sched, "interval": "step"}
     if name == "onecycle":
         max_lrs = [g["lr"] for g in optimizer.param_groups]
