@@ -5,11 +5,12 @@ module only holds the two collectives the modules need on top of it:
 
 * :func:`gather_with_grad` -- under DDP each rank holds ``B`` image/text features. Gathering
   them makes the contrastive loss see ``world * B`` samples, i.e. the loss a single process
-  with the global batch computes. ``torch.distributed.all_gather`` is not differentiable; here
-  the backward all-reduces (sums) the gradient of the gathered tensor and hands every rank its
-  own slice. Every rank computes the same global loss, so each slice is ``world`` times the
-  true gradient, and DDP's gradient *averaging* divides that back out: the parameters get
-  exactly the single-process gradient (``tests/test_distributed_gather.py`` checks this).
+  with the global batch computes. The gather is torch's differentiable
+  ``torch.distributed.nn.functional.all_gather`` (Lightning's ``all_gather(sync_grads=True)``):
+  its backward sums the gathered tensor's gradient over ranks (reduce-scatter, or all-to-all on
+  gloo) and hands every rank its own slice. Every rank computes the same global loss, so each
+  slice is ``world`` times the true gradient, and DDP's gradient *averaging* divides that back
+  out: the parameters get exactly the single-process gradient (``tests/test_distributed_gather.py``).
 * :func:`gather_eval_outputs` -- Lightning shards the test set with a ``DistributedSampler``
   that pads it to a multiple of the world size; this reassembles the per-sample outputs on
   every rank in dataset order with the padding dropped, so ``metrics.json`` reports every
@@ -33,25 +34,6 @@ def world_size() -> int:
     return 1
 
 
-class _AllGatherWithGrad(torch.autograd.Function):
-    """``cat(all_gather(x))`` along dim 0; backward sums over ranks and returns this rank's slice."""
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        tensor = tensor.contiguous()
-        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, tensor)
-        ctx.rank, ctx.rows = dist.get_rank(), tensor.shape[0]
-        return torch.cat(parts, dim=0)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        # all_reduce works on every backend (gloo has no reduce_scatter); the tensors are small.
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
-
-
 def gather_with_grad(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Concatenate each tensor over ranks along dim 0, keeping gradients to every rank's input.
 
@@ -62,7 +44,15 @@ def gather_with_grad(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """
     if world_size() == 1:
         return tensors
-    return tuple(_AllGatherWithGrad.apply(t) for t in tensors)
+    from torch.distributed.nn.functional import all_gather  # differentiable; what LightningModule.all_gather(sync_grads=True) calls
+
+    return tuple(torch.cat(all_gather(t.contiguous()), dim=0) if t.requires_grad else _gather_plain(t) for t in tensors)
+
+
+def _gather_plain(tensor: torch.Tensor) -> torch.Tensor:
+    parts = [torch.empty_like(tensor) for _ in range(world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
 
 
 @torch.no_grad()
