@@ -126,6 +126,7 @@ def test_optuna_sweep_maximises_the_returned_metric_and_a_rerun_continues_the_st
     args = ["-m", "hparams_search=optuna_lr", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2", *TINY_SWEEP]
     proc = run_script("train.py", args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "alembic" not in proc.stdout + proc.stderr and "💡" not in proc.stdout + proc.stderr  # quiet logs
     (sweep,) = [d for d in (tmp_path / "multirun").iterdir() if d.name != "optuna"]
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     vals = [json.loads((sweep / j / "metrics.json").read_text())["summary"]["best_val_acc"] for j in ("0", "1")]

@@ -167,20 +167,34 @@ def plot_class_similarity(similarity: np.ndarray, class_names: Sequence[str], pa
                         "viridis", vmin, 1.0, "cosine similarity")
 
 
+def training_curve_panels(history: Sequence[Mapping[str, Any]]) -> list[tuple[list[str], str]]:
+    """``[(keys, title), ...]`` of :func:`plot_training_curves`: cross-entropy on train and val on one axis
+    (``train/loss_cls`` when the objective is a combination, else ``train/loss``), the combined objective
+    on its own axis (FLYP: contrastive + CE, not comparable with ``val/loss``), then the val metrics."""
+    keys = sorted({k for rec in history for k in rec if k != "epoch"})
+    combined = "train/loss_cls" in keys  # train/loss is then the weighted sum, train/loss_cls its CE part
+    cross_entropy = [k for k in ("train/loss_cls" if combined else "train/loss", "val/loss") if k in keys]
+    panels = [(cross_entropy, "cross-entropy (train vs val)")]
+    if combined:
+        panels.append(([k for k in ("train/loss", "train/loss_sim") if k in keys], "training objective (combined loss)"))
+    panels.append(([k for k in keys if k.startswith("val/") and not k.endswith("/loss")], "validation metrics"))
+    return panels
+
+
 def plot_training_curves(history: Sequence[Mapping[str, Any]], path: str | Path) -> Path | None:
-    """Loss (train/val) and every other val metric per epoch; None when there is no history."""
+    """The per-epoch history drawn as :func:`training_curve_panels` lays it out; None when there is no history."""
     if not history:
         return None
-    keys = sorted({k for rec in history for k in rec if k != "epoch"})
-    loss_keys = [k for k in keys if k.endswith("/loss")]
-    other = [k for k in keys if k.startswith("val/") and k not in loss_keys]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, group, title in ((axes[0], loss_keys, "loss"), (axes[1], other, "validation metrics")):
+    panels = training_curve_panels(history)
+    combined = any(title.startswith("training objective") for _, title in panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4))
+    for ax, (group, title) in zip(axes, panels):
         for key in group:
             pts = [(r["epoch"], r[key]) for r in history if key in r]
             if pts:
                 xs, ys = zip(*pts)
-                ax.plot(xs, ys, "o-", ms=3, label=key)
+                label = "train/loss (combined)" if combined and key == "train/loss" else key
+                ax.plot(xs, ys, "o-", ms=3, label=label)
         ax.set_xlabel("epoch")
         ax.set_title(title)
         if group:

@@ -35,6 +35,7 @@ from clipft.pipeline.run_dir import prepare_run_dir
 from clipft.pipeline.run_info import run_info
 from clipft.pipeline.validation import validate_config
 from clipft.utils.io import atomic_write_json, atomic_write_text
+from clipft.utils.quiet_logs import quiet_library_logs
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def check_classes(model_classes: list[str], data_classes: list[str], ckpt_path: 
 
 
 def run_eval(cfg: DictConfig) -> dict[str, Any]:
+    quiet_library_logs()
     validate_config(cfg, "eval")  # bad values / missing checkpoint: one clear line, before loading
     split = str(cfg.get("split") or "test")
     if split not in SPLITS:

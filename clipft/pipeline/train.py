@@ -28,6 +28,7 @@ from clipft.pipeline.run_dir import prepare_run_dir
 from clipft.pipeline.run_info import run_info
 from clipft.pipeline.validation import validate_config
 from clipft.utils.io import atomic_write_json, atomic_write_text
+from clipft.utils.quiet_logs import quiet_library_logs
 from clipft.utils.paths import is_inside
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 def run_train(cfg: DictConfig) -> dict[str, Any]:
     """Train and test one run; returns the metrics dict that is also written to ``metrics.json``."""
+    quiet_library_logs()  # Lightning's lines once, in train.log too; no vendor tips
     started = time.time()
     validate_config(cfg, "train")  # bad values: one clear line, before anything is built
     # ckpt_path=last: continue in that run's directory (same experiment only)
