@@ -44,7 +44,8 @@ def gather_with_grad(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """
     if world_size() == 1:
         return tensors
-    from torch.distributed.nn.functional import all_gather  # differentiable; what LightningModule.all_gather(sync_grads=True) calls
+    # differentiable; what LightningModule.all_gather(sync_grads=True) calls
+    from torch.distributed.nn.functional import all_gather
 
     return tuple(torch.cat(all_gather(t.contiguous()), dim=0) if t.requires_grad else _gather_plain(t) for t in tensors)
 

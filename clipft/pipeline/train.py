@@ -28,8 +28,8 @@ from clipft.pipeline.run_dir import prepare_run_dir
 from clipft.pipeline.run_info import run_info
 from clipft.pipeline.validation import validate_config
 from clipft.utils.io import atomic_write_json, atomic_write_text
-from clipft.utils.quiet_logs import quiet_library_logs
 from clipft.utils.paths import is_inside
+from clipft.utils.quiet_logs import quiet_library_logs
 
 log = logging.getLogger(__name__)
 
