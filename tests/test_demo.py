@@ -76,3 +76,16 @@ def test_a_bad_request_is_a_readable_error_not_a_trace(served):
         assert served["backend"].ask("green", 2)[0][1].split()[-1].endswith(".png")
     with pytest.raises(Exception, match="drop an image"):
         served["client"].predict(None, api_name="/classify")
+
+
+def test_the_cli_launches_on_127_0_0_1_with_the_folder_allowed(colour_run, monkeypatch):
+    from clipft.cli.demo import main
+
+    launched = {}
+    monkeypatch.setattr(gradio.Blocks, "launch", lambda self, **kwargs: launched.update(kwargs))
+    folder = colour_run["data"] / "test"
+    example = next(folder.rglob("*.png"))
+    assert main(["--ckpt", str(colour_run["ckpt"]), "--images", str(folder), "--example", str(example)]) == 0
+    assert launched["server_name"] == "127.0.0.1" and launched["share"] is False
+    assert str(folder.resolve()) in launched["allowed_paths"]
+    assert main(["--ckpt", str(colour_run["ckpt"]), "--example", str(folder / "missing.png")]) == 1

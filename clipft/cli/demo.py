@@ -75,8 +75,8 @@ class DemoBackend:
                 for v, i in zip(values.tolist(), idx.tolist())]
 
 
-def build_app(backend: DemoBackend) -> Any:
-    """The Gradio Blocks app (not launched)."""
+def build_app(backend: DemoBackend, example: str | None = None, example_query: str | None = None) -> Any:
+    """The Gradio Blocks app (not launched); ``example`` / ``example_query`` are shown, answered, when the page opens."""
     import gradio as gr
 
     from clipft.errors import ClipftError
@@ -98,19 +98,23 @@ def build_app(backend: DemoBackend) -> Any:
                     + (f", or describe a sign to search {len(backend.images)} images." if backend.images else "."))
         with gr.Tab("Classify"):
             with gr.Row():
-                image = gr.Image(type="filepath", label="image", height=320)
+                image = gr.Image(value=example, type="filepath", label="image", height=320)
                 with gr.Column():
                     top = gr.Label(num_top_classes=backend.top_k, label=f"top {backend.top_k}")
                     cam = gr.Image(label="Grad-CAM of the top class", height=240)
             gr.Button("Classify", variant="primary").click(classify, image, [top, cam], api_name="classify")
+            if example:
+                app.load(classify, image, [top, cam])
         if backend.images:
             with gr.Tab("Ask a sign"):
                 with gr.Row():
-                    query = gr.Textbox(label="describe a sign", placeholder="a red circle with a white bar")
+                    query = gr.Textbox(value=example_query, label="describe a sign", placeholder="a red circle with a white bar")
                     k = gr.Slider(1, min(24, len(backend.images)), value=min(8, len(backend.images)), step=1, label="images")
                 gallery = gr.Gallery(label="best matches", columns=4, height=360)
                 gr.Button("Search", variant="primary").click(ask, [query, k], gallery, api_name="ask")
                 query.submit(ask, [query, k], gallery)
+                if example_query:
+                    app.load(ask, [query, k], gallery)
     return app
 
 
@@ -118,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipft-demo", description=__doc__.splitlines()[0])
     add_model_args(parser)
     parser.add_argument("--images", metavar="DIR", help="a folder to search with free text (CLIP-style checkpoints)")
+    parser.add_argument("--example", metavar="IMAGE", help="an image shown and classified when the page opens")
+    parser.add_argument("--example-query", metavar="TEXT", help="a search shown and answered when the page opens")
     parser.add_argument("--top-k", type=int, default=5, help="classes to show per image (default: 5)")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default: {DEFAULT_HOST}, this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0 picks a free one)")
@@ -139,9 +145,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"--images expects a folder of images, got {args.images!r}")
     model = load_model(args)
     images = expand_image_paths([args.images]) if args.images else []
-    app = build_app(DemoBackend(model, images, args.top_k, args.batch_size))
-    app.launch(server_name=args.host, server_port=args.port or None, share=False, show_api=True,
-               allowed_paths=[str(Path(args.images).resolve())] if args.images else None)
+    if args.example and not Path(args.example).is_file():
+        raise ConfigError(f"--example expects an image file, got {args.example!r}")
+    app = build_app(DemoBackend(model, images, args.top_k, args.batch_size), args.example, args.example_query)
+    app.launch(server_name=args.host, server_port=args.port or None, share=False,
+               allowed_paths=[str(Path(p).resolve()) for p in (args.images, args.example) if p] or None)
     return 0
 
 
