@@ -55,3 +55,37 @@ def test_merged_inference_checkpoint_equals_the_adapted_model_and_needs_no_peft(
     start.class_names = merged.class_names
     with torch.no_grad():  # the adapter did something: the merged weights are not the pretrained ones
         assert not torch.allclose(merged.backbone.encode_image(x), start.backbone.encode_image(x))
+
+
+def test_lora_on_a_cnn_dual_encoder_wraps_its_pointwise_convolutions_and_merges_exactly(tmp_path):
+    """sign-CLIP's towers: LoRA on the MobileNet's 1x1 convolutions and the text tower's attention."""
+    from clipft.methods.peft_finetune import pointwise_convolutions
+    from clipft.models.towers import save_tiny_text_encoder
+    from clipft.utils.locate import locate
+
+    clip = {"_target_": "clipft.models.DualEncoderBackbone",
+            "image_tower": {"source": "torchvision", "name": "mobilenet_v3_small", "pretrained": False},
+            "text_tower": {"name_or_path": str(save_tiny_text_encoder(tmp_path / "bert")), "max_length": 16},
+            "embed_dim": 16, "image_size": 32}
+    from peft.tuners.lora import LoraLayer
+
+    from clipft.utils.instantiate import instantiate
+
+    expected = pointwise_convolutions(instantiate(clip).image_tower)
+    module = PEFTFineTune(CLASSES, clip=clip, optimizer=OPT).eval()
+    wrapped = [n for n, m in module.backbone.image_tower.named_modules() if isinstance(m, LoraLayer)]
+    assert sorted(wrapped) == sorted(expected) and len(wrapped) > 10  # every 1x1 conv and Linear, nothing else
+    trainable = [n for n, p in module.named_parameters() if p.requires_grad]
+    assert any("visual" in n for n in trainable) and any("text" in n for n in trainable) and all("lora_" in n for n in trainable)
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    x = torch.randn(3, 3, 32, 32)
+    module.prepare_for_inference()
+    path, hparams, state = module.inference_export()
+    merged = locate(path)(**hparams)
+    merged.load_state_dict(state)
+    merged.eval().prepare_for_inference()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x), module(x), atol=1e-4, rtol=1e-4)

@@ -37,7 +37,8 @@ DEFAULT_TARGETS: dict[str, dict[str, list[str]]] = {
     "HFCLIPBackbone": {"image": ["q_proj", "k_proj", "v_proj", "out_proj"], "text": ["q_proj", "k_proj", "v_proj", "out_proj"]},
     "OpenCLIPBackbone": {"image": ["out_proj", "c_fc", "c_proj"], "text": ["out_proj", "c_fc", "c_proj"]},
     "HFSiglipBackbone": {"image": ["q_proj", "k_proj", "v_proj", "out_proj"], "text": ["q_proj", "k_proj", "v_proj", "out_proj"]},
-    "DualEncoderBackbone": {"text": ["query", "key", "value"]},
+    # image: a CNN tower (MobileNetV2 in sign-CLIP); its pointwise convolutions, see pointwise_convolutions
+    "DualEncoderBackbone": {"image": [], "text": ["query", "key", "value"]},
 }
 TOWERS = ("image", "text")
 ADAPTER_NAME = "default"
@@ -81,6 +82,8 @@ class PEFTFineTune(ContrastiveFineTune):
         self.save_hyperparameters()
         self.adapter_config = {**DEFAULT_ADAPTER, **dict(adapter or {})}
         targets = {**DEFAULT_TARGETS.get(type(self.backbone).__name__, {}), **dict(target_modules or {})}
+        if "image" in towers and targets.get("image") == [] and not (target_modules or {}).get("image"):
+            targets["image"] = pointwise_convolutions(self.backbone.image_tower)
         self._tuners: list[Any] = []  # peft's tuner wrappers (not submodules: their weights are the towers')
         for tower in towers:
             if not targets.get(tower):
@@ -111,6 +114,22 @@ class PEFTFineTune(ContrastiveFineTune):
         hparams = {k: v for k, v in dict(self.hparams).items() if k not in _OWN_ARGS}
         hparams["freeze_logit_scale"] = True
         return "clipft.methods.contrastive_finetune.ContrastiveFineTune", hparams, merged.state_dict()
+
+
+def pointwise_convolutions(tower: torch.nn.Module) -> list[str]:
+    """A CNN tower's 1x1 convolutions (groups 1) and Linear layers by full name: where LoRA goes in a CNN
+    (the pointwise expand / project convolutions carry most weights; peft's LoRA does not wrap the
+    depthwise 3x3 ones, and they are few parameters)."""
+    names = []
+    for name, module in tower.named_modules():
+        if isinstance(module, torch.nn.Conv2d) and module.kernel_size == (1, 1) and module.groups == 1:
+            names.append(name)
+        elif isinstance(module, torch.nn.Linear):
+            names.append(name)
+    if not names:
+        raise ConfigError(f"the image tower {type(tower).__name__} has no 1x1 convolution or Linear layer for the adapter; "
+                          "set target_modules.image=[module name suffixes]")
+    return names
 
 
 def _inject(module: torch.nn.Module, adapter: dict[str, Any], targets: list[str]) -> Any:
