@@ -120,12 +120,12 @@ def pointwise_convolutions(tower: torch.nn.Module) -> list[str]:
     """A CNN tower's 1x1 convolutions (groups 1) and Linear layers by full name: where LoRA goes in a CNN
     (the pointwise expand / project convolutions carry most weights; peft's LoRA does not wrap the
     depthwise 3x3 ones, and they are few parameters)."""
-    names = []
-    for name, module in tower.named_modules():
-        if isinstance(module, torch.nn.Conv2d) and module.kernel_size == (1, 1) and module.groups == 1:
-            names.append(name)
-        elif isinstance(module, torch.nn.Linear):
-            names.append(name)
+    def pointwise(module: torch.nn.Module) -> bool:
+        if isinstance(module, torch.nn.Conv2d):
+            return module.kernel_size == (1, 1) and module.groups == 1
+        return isinstance(module, torch.nn.Linear)
+
+    names = [name for name, module in tower.named_modules() if pointwise(module)]
     if not names:
         raise ConfigError(f"the image tower {type(tower).__name__} has no 1x1 convolution or Linear layer for the adapter; "
                           "set target_modules.image=[module name suffixes]")
