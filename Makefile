@@ -18,7 +18,7 @@ test: install
 
 # style (ruff) and architecture (import-linter: layers, no import cycles), as CI runs them
 lint: install
-	$(PYTHON) -m ruff check clipft hydra_plugins tests benchmarks train.py eval.py
+	$(PYTHON) -m ruff check clipft hydra_plugins tests benchmarks docs/tools train.py eval.py
 	lint-imports
 
 # everything but the few tests marked slow

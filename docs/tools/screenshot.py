@@ -1,6 +1,6 @@
 """Screenshot a URL with headless Chromium after a real-time wait (``--virtual-time-budget`` would
 let the page's clock run ahead of the server's answer). Drives Chromium over its DevTools protocol
-with the ``websockets`` package gradio already installs.
+with the ``websockets`` package (``pip install websockets``; not a clipft dependency).
 
     python docs/tools/screenshot.py URL OUT.png [--wait 20] [--size 1280x1000]
 """
