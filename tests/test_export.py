@@ -112,6 +112,14 @@ def test_open_clip_export_loads_with_open_clip_create_model(tmp_path):
         logits = model.encode_image(x, normalize=True) @ head["weight"].t() + head["bias"]
     torch.testing.assert_close(logits, expected, **TOL)
     assert open_clip.get_tokenizer(f"local-dir:{tmp_path / 'oc'}")(["a stop sign"]).shape[0] == 1
+    # the other open_clip route: a named architecture + pretrained=<the weights file>
+    config = json.loads((tmp_path / "oc" / "open_clip_config.json").read_text())["model_cfg"]
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "clipft-tiny-export.json").write_text(json.dumps(config))
+    open_clip.add_model_config(tmp_path / "configs")
+    named = open_clip.create_model("clipft-tiny-export", pretrained=str(tmp_path / "oc" / "open_clip_model.safetensors")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(named.encode_image(x, normalize=True) @ head["weight"].t() + head["bias"], expected, **TOL)
 
 
 def test_onnx_export_holds_the_whole_classifier_for_onnxruntime(tiny_clip_dir, tmp_path):
