@@ -30,7 +30,7 @@ WRITERS: dict[str, Writer] = {
 }
 
 def export_module(module: nn.Module, fmt: str, out: str | Path, overwrite: bool = False, source: str | None = None) -> ExportResult:
-    """Export a loaded clipft module; see :mod:`clipft.exporting`."""
+    """Export a loaded clipft module (moved to CPU and eval mode: the check runs in fp32 there); see :mod:`clipft.exporting`."""
     from clipft.methods.classification import module_class_path
     from clipft.utils.io import atomic_write_json
 
