@@ -61,6 +61,15 @@ class EMAWeights(WeightAveraging):
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         return step_idx is not None and (step_idx + 1) % self.every_n_steps == 0
 
+    def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        # Lightning's hook puts the raw training weights back whenever its average model exists, also when
+        # a finished fit goes on to trainer.test(ckpt_path=best): the test would then score the raw weights,
+        # not the averaged ones every checkpoint holds (and eval.py scores). Only a resumed fit wants them.
+        from lightning.pytorch.trainer.states import TrainerFn
+
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
     @property
     def num_updates(self) -> int:
         """How many times the average was updated (the first update copies the weights)."""
