@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FAST, run_script
-from wandb_records import config, history_keys, of_kind, records
+from wandb_records import complete_records, config, history_keys, of_kind
 
 from clipft.loggers import run_label
 
@@ -29,7 +29,7 @@ def wandb_run(tmp_path_factory) -> dict:
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = root / "run"
     (wandb_file,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
-    return {"run_dir": run_dir, "records": records(wandb_file), "files": wandb_file.parent / "files",
+    return {"run_dir": run_dir, "records": complete_records(wandb_file), "files": wandb_file.parent / "files",
             "metrics": json.loads((run_dir / "metrics.json").read_text())}
 
 

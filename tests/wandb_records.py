@@ -45,6 +45,21 @@ def records(path: str | Path) -> list[Any]:
     return out
 
 
+def complete_records(path: str | Path, timeout: float = 60.0) -> list[Any]:
+    """The records once W&B's service has written the run's ``exit`` record and the file stopped growing:
+    the service flushes the offline file on its own schedule, after the training process may have exited."""
+    import time
+
+    deadline, last_size = time.monotonic() + timeout, -1
+    while True:
+        size = Path(path).stat().st_size
+        recs = records(path)
+        if (of_kind(recs, "exit") and size == last_size) or time.monotonic() > deadline:
+            return recs
+        last_size = size
+        time.sleep(1.0)
+
+
 def of_kind(recs: list[Any], kind: str) -> list[Any]:
     return [getattr(r, kind) for r in recs if r.WhichOneof("record_type") == kind]
 
