@@ -19,6 +19,7 @@ import torch
 
 from clipft.evaluation.calibration import apply_temperature
 from clipft.evaluation.history import csv_metrics_file, read_epoch_history
+from clipft.evaluation.metrics import most_confident_errors
 from clipft.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -28,13 +29,11 @@ ERRORS_COLUMNS = ["path", "true", "pred", "prob_pred", "prob_true"]
 
 def errors_table(paths: Sequence[str], probs: torch.Tensor, targets: torch.Tensor, class_names: Sequence[str]) -> str:
     """CSV of the misclassified samples, most confident errors first."""
-    conf, pred = probs.max(dim=-1)
-    wrong = (pred != targets).nonzero().flatten()
-    wrong = wrong[conf[wrong].argsort(descending=True)]
+    pred = probs.argmax(dim=-1)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(ERRORS_COLUMNS)
-    for i in wrong.tolist():
+    for i in most_confident_errors(probs, targets):
         t, p = int(targets[i]), int(pred[i])
         prob_pred, prob_true = f"{float(probs[i, p]):.6f}", f"{float(probs[i, t]):.6f}"
         writer.writerow([paths[i], class_names[t], class_names[p], prob_pred, prob_true])

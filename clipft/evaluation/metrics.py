@@ -20,6 +20,14 @@ ECE_BINS = 15
 PROB_FLOOR = 1e-12  # keeps log(prob) finite for the NLL of a probability that underflowed to 0
 
 
+def most_confident_errors(probs: torch.Tensor, targets: torch.Tensor) -> list[int]:
+    """Indices of the misclassified samples, most confident (top probability) first: the order of
+    ``errors.csv`` and of W&B's misclassified-images table."""
+    conf, pred = probs.max(dim=-1)
+    wrong = (pred != targets).nonzero().flatten()
+    return wrong[conf[wrong].argsort(descending=True)].tolist()
+
+
 def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = ECE_BINS) -> float:
     """Top-label ECE with equal-width confidence bins (torchmetrics' ``norm='l1'``)."""
     c = probs.shape[-1]

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clipft.evaluation.metrics import most_confident_errors
+
 log = logging.getLogger(__name__)
 
 PER_CLASS_COLUMNS = ["class", "accuracy", "precision", "recall", "f1", "support"]
@@ -53,8 +55,7 @@ def misclassified_rows(predictions: Predictions, limit: int = MAX_MISCLASSIFIED)
     """The wrong predictions, most confident first: path, true and predicted class, their probabilities."""
     probs, targets = predictions.probs.float(), predictions.targets.long()
     confidence, predicted = probs.max(dim=-1)
-    wrong = (predicted != targets).nonzero().flatten().tolist()
-    wrong.sort(key=lambda i: -float(confidence[i]))
+    wrong = most_confident_errors(probs, targets)
     names = list(predictions.class_names)
     return [
         {"path": str(predictions.paths[i]), "true": names[int(targets[i])], "predicted": names[int(predicted[i])],
