@@ -47,13 +47,7 @@ def gather_with_grad(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     # differentiable; what LightningModule.all_gather(sync_grads=True) calls
     from torch.distributed.nn.functional import all_gather
 
-    return tuple(torch.cat(all_gather(t.contiguous()), dim=0) if t.requires_grad else _gather_plain(t) for t in tensors)
-
-
-def _gather_plain(tensor: torch.Tensor) -> torch.Tensor:
-    parts = [torch.empty_like(tensor) for _ in range(world_size())]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts, dim=0)
+    return tuple(torch.cat(all_gather(t.contiguous()), dim=0) for t in tensors)
 
 
 @torch.no_grad()
