@@ -46,9 +46,7 @@ def load_safetensors_export(folder: str | Path, map_location: str = "cpu", trust
     """Rebuild the module of a ``--format safetensors`` folder (eval mode, ready to predict)."""
     from safetensors.torch import load_file
 
-    import clipft.methods  # noqa: F401 - registers clipft's own methods
-    from clipft.utils.locate import locate
-    from clipft.utils.safe_targets import building_from, check_checkpoint
+    from clipft.methods.loading import build_module
 
     folder = Path(folder).expanduser()
     record_file, weights_file = folder / MODULE_RECORD, folder / WEIGHTS
@@ -59,13 +57,7 @@ def load_safetensors_export(folder: str | Path, map_location: str = "cpu", trust
         module_path, hparams = record["module"], dict(record["hyper_parameters"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{str(record_file)!r} cannot be read as a clipft module record ({exc})") from None
-    source = None if trust_checkpoint else str(record_file)
-    cls = locate(module_path) if trust_checkpoint else check_checkpoint(module_path, hparams, str(record_file))
-    with building_from(source):
-        module = cls(**hparams)
-    missing, unexpected = module.load_state_dict(load_file(str(weights_file)), strict=False)
-    if unexpected or [k for k in missing if not k.endswith("position_ids")]:
-        raise CheckpointError(f"{str(weights_file)!r} does not fit {module_path}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    module = build_module(module_path, hparams, load_file(str(weights_file)), str(record_file), trust_checkpoint)
     module.checkpoint_meta = dict(record.get("checkpoint_meta") or {})
     module = module.to(map_location).eval()
     with torch.no_grad():
