@@ -54,8 +54,6 @@ class EMAWeights(WeightAveraging):
         if int(every_n_steps) < 1:
             raise ConfigError(f"callbacks.ema.every_n_steps must be >= 1, got {every_n_steps!r}")
         super().__init__(device=device, use_buffers=True, avg_fn=ema_average(float(decay), bool(warmup)))
-        self.decay = float(decay)
-        self.warmup = bool(warmup)
         self.every_n_steps = int(every_n_steps)
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:

@@ -12,26 +12,24 @@ from typing import Any
 PACKAGES = ("clipft", "torch", "torchvision", "lightning", "transformers", "torchmetrics", "hydra-core", "open_clip_torch")
 
 
-def git_commit(cwd: str | Path | None = None) -> str | None:
+def _git(args: list[str], cwd: str | Path | None, timeout: float) -> str | None:
+    """``git <args>``'s stdout, or None outside a repository / without git."""
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
-        )
-        return out.stdout.strip() or None
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
+    return out.stdout
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    out = _git(["rev-parse", "HEAD"], cwd, timeout=5)
+    return (out or "").strip() or None
 
 
 def git_dirty(cwd: str | Path | None = None) -> bool | None:
     """Whether tracked files differ from the commit (the commit alone would not reproduce the run); None outside git."""
-    try:
-        out = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True,
-            timeout=10, check=True,
-        )
-        return bool(out.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        return None
+    out = _git(["status", "--porcelain", "--untracked-files=no"], cwd, timeout=10)
+    return None if out is None else bool(out.strip())
 
 
 def parameter_counts(model: Any) -> dict[str, int]:
