@@ -58,11 +58,19 @@ def rank_images(model: Any, paths: Sequence[Path], queries: Sequence[str], top: 
                 batch_size: int = 64, skipped: list[dict[str, str]] | None = None) -> list[dict[str, Any]]:
     """Per query: the ``top`` best-matching images by cosine similarity, best first (``skipped``:
     collect undecodable images there instead of stopping)."""
-    from clipft.evaluation.inference import image_features, text_features
+    from clipft.evaluation.inference import image_features
 
     images = image_features(model, paths, batch_size, skipped)
     if skipped:
         paths = kept_paths(paths, skipped)
+    return rank_features(model, images, paths, queries, top, raw)
+
+
+def rank_features(model: Any, images: Any, paths: Sequence[Path], queries: Sequence[str], top: int,
+                  raw: bool = False) -> list[dict[str, Any]]:
+    """:func:`rank_images` on image embeddings already computed (``images``: N x D, in the order of ``paths``)."""
+    from clipft.evaluation.inference import text_features
+
     texts = text_features(model, prompts_for(model, queries, raw))
     scores = texts @ images.t()  # queries x images
     k = min(top, len(paths))

@@ -60,19 +60,15 @@ class DemoBackend:
 
     def ask(self, query: str, k: int = 8) -> list[tuple[str, str]]:
         """The ``k`` folder images most similar to ``query``, best first, as ``(path, caption)``."""
-        from clipft.cli.ask import prompts_for
+        from clipft.cli.ask import rank_features
         from clipft.errors import ConfigError
-        from clipft.evaluation.inference import text_features
 
         if self.image_features is None:
             raise ConfigError("start the demo with --images DIR to search a folder")
         if not str(query or "").strip():
             raise ConfigError("type a description of a sign")
-        text = text_features(self.model, prompts_for(self.model, [query.strip()], raw=False))[0]
-        scores = self.image_features @ text
-        values, idx = scores.topk(min(int(k), len(self.images)))
-        return [(str(self.images[i]), f"{v:.3f}  {self.images[i].parent.name}/{self.images[i].name}")
-                for v, i in zip(values.tolist(), idx.tolist())]
+        (ranked,) = rank_features(self.model, self.image_features, self.images, [query.strip()], int(k))
+        return [(r["path"], f"{r['score']:.3f}  {Path(r['path']).parent.name}/{Path(r['path']).name}") for r in ranked["results"]]
 
 
 def build_app(backend: DemoBackend, example: str | None = None, example_query: str | None = None) -> Any:
@@ -143,10 +139,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
     if args.images and not Path(args.images).is_dir():
         raise ConfigError(f"--images expects a folder of images, got {args.images!r}")
-    model = load_model(args)
-    images = expand_image_paths([args.images]) if args.images else []
     if args.example and not Path(args.example).is_file():
         raise ConfigError(f"--example expects an image file, got {args.example!r}")
+    model = load_model(args)
+    images = expand_image_paths([args.images]) if args.images else []
     app = build_app(DemoBackend(model, images, args.top_k, args.batch_size), args.example, args.example_query)
     app.launch(server_name=args.host, server_port=args.port or None, share=False,
                allowed_paths=[str(Path(p).resolve()) for p in (args.images, args.example) if p] or None)
