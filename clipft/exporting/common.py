@@ -8,7 +8,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,6 @@ class ExportResult:
     files: list[str]
     max_abs_logit_diff: float
     logit_scale: float
-    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         rel = self.max_abs_logit_diff / max(self.logit_scale, 1e-12)
@@ -88,8 +87,11 @@ def backbone_of(module: nn.Module, fmt: str) -> nn.Module:
 
 
 @torch.no_grad()
-def verified_linear_head(module: nn.Module, pixels: torch.Tensor, fmt: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The module's class head as ``(weight, bias)`` over its normalised image embedding, checked against forward."""
+def verified_linear_head(
+    module: nn.Module, pixels: torch.Tensor, reference: torch.Tensor, fmt: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The module's class head as ``(weight, bias)`` over its normalised image embedding, checked against
+    ``reference`` (the module's own logits on ``pixels``)."""
     head = module.linear_head() if hasattr(module, "linear_head") else None
     if head is None:
         raise CheckpointError(
@@ -98,7 +100,7 @@ def verified_linear_head(module: nn.Module, pixels: torch.Tensor, fmt: str) -> t
         )
     weight, bias = (t.detach().float().cpu().contiguous() for t in head)
     embedding = backbone_of(module, fmt).encode_image(pixels).float()
-    check_logits(embedding @ weight.t() + bias, module_logits(module, pixels), f"{type(module).__name__}.linear_head()")
+    check_logits(embedding @ weight.t() + bias, reference, f"{type(module).__name__}.linear_head()")
     return weight, bias
 
 

@@ -23,7 +23,7 @@ def write(module: nn.Module, folder: Path, pixels: torch.Tensor, reference: torc
             f"--format hf writes a transformers CLIPModel, but this checkpoint's backbone is {type(backbone).__name__}; "
             "use --format open_clip (open_clip backbones), --format safetensors or --format onnx"
         )
-    weight, bias = verified_linear_head(module, pixels, "hf")
+    weight, bias = verified_linear_head(module, pixels, reference, "hf")
     model.save_pretrained(folder, safe_serialization=True)
     backbone.tokenizer.save_pretrained(folder)
     pre = preprocessing_of(module)

@@ -36,7 +36,7 @@ def write(module: nn.Module, folder: Path, pixels: torch.Tensor, reference: torc
             f"--format open_clip writes an open_clip model, but this checkpoint's backbone is {type(backbone).__name__}; "
             "use --format hf (HF CLIP backbones), --format safetensors or --format onnx"
         )
-    weight, bias = verified_linear_head(module, pixels, "open_clip")
+    weight, bias = verified_linear_head(module, pixels, reference, "open_clip")
     pre = preprocessing_of(module)
     atomic_write_json(folder / CONFIG, {
         "model_cfg": model_config(backbone.name_or_path),
