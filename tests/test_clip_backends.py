@@ -97,10 +97,11 @@ def test_package_paths_and_bad_text_tower(tmp_path):
         HFTextTower(str(tmp_path))
 
 
-class _FixedText:
+class _FixedText(torch.nn.Module):
     """A backbone whose text embeddings are given vectors (unnormalised), to check the head's maths."""
 
     def __init__(self, vectors: dict[str, list[float]]) -> None:
+        super().__init__()
         self.vectors = vectors
 
     def tokenize(self, texts, device=None):
@@ -117,6 +118,22 @@ def test_zeroshot_head_averages_normalised_prompt_embeddings():
     torch.testing.assert_close(head, torch.tensor([[s, s], [s, s]]))  # normalise first: both prompts vote equally
     unnormalised_first = F.normalize(torch.tensor([10.0, 1.0]) / 2, dim=0)
     assert not torch.allclose(head[0], unnormalised_first)
+
+
+def test_zeroshot_head_is_computed_without_dropout_and_keeps_each_tower_mode(tiny_text_dir):
+    """A head built while the module trains (LP-FT / frozen-head's on_fit_start) is the eval-mode head."""
+    backbone = tiny_dual(tiny_text_dir, lock_image=True)
+    prompts = [["a red circle", "a round red sign"], ["a blue arrow pointing left"]]
+    reference = zeroshot_weights(backbone.eval(), prompts, "cpu")
+    backbone.train()
+    assert backbone.text.training and not backbone.visual.training  # the locked image tower stays in eval
+    tokens = backbone.tokenize(["a red circle"])
+    torch.manual_seed(0)
+    noisy = backbone.encode_text(**tokens)
+    assert not torch.allclose(noisy, backbone.encode_text(**tokens))  # dropout is live in train mode
+    for _ in range(2):
+        torch.testing.assert_close(zeroshot_weights(backbone, prompts, "cpu"), reference)
+    assert backbone.training and backbone.text.training and not backbone.visual.training
 
 
 def test_a_saved_backbone_folder_reloads_by_path_to_identical_outputs(tiny_text_dir, tmp_path):

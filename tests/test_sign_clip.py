@@ -66,3 +66,31 @@ def test_zeroshot_recipe_scores_a_sign_clip_folder(tmp_path, tiny_text):
     concepts = metrics["concepts"]  # shared/unshared split written by the recipe (synthetic ids 0-9 here)
     assert concepts["shared_images"] + concepts["unshared_images"] == concepts["all_images"] == metrics["data"]["test"]
     assert torch.is_tensor(backbone.logit_scale)
+
+
+
+def test_frozen_head_recipe_trains_the_image_tower_against_the_fixed_zero_shot_head(tmp_path, tiny_text):
+    from clipft.methods.loading import load_module
+    from clipft.models import DualEncoderBackbone
+    from clipft.models.backbone_folder import save_backbone_folder
+
+    backbone = DualEncoderBackbone(
+        image_tower={"source": "torchvision", "name": "mobilenet_v2", "pretrained": False},
+        text_tower={"name_or_path": str(tiny_text), "max_length": 32}, embed_dim=16, image_size=32,
+    )
+    save_backbone_folder(backbone, tmp_path / "models" / "sign_clip_signs58")  # where the recipe looks
+    overrides = ["data=synthetic_signs", "data.image_size=null", "data.mean=null", "data.std=null",
+                 "model.clip.image_size=32", f"data.root={tmp_path / 'synthetic'}", "~data.download"]
+    metrics = run_experiment("gtsrb_frozen_head_sign_clip", overrides, tmp_path)
+    assert metrics["config"]["model"]["freeze_head"] is True and metrics["summary"]["best_val_acc"] is not None
+
+    trained = load_module(tmp_path / "run" / "checkpoints" / "last.ckpt").eval()
+    before = backbone.state_dict()
+    after = trained.backbone.state_dict()
+    moved = {key for key, value in before.items() if value.is_floating_point() and not torch.equal(value, after[key])}
+    assert moved and all(key.startswith("visual") for key in moved), sorted(moved)[:5]  # text tower and scale untouched
+    head = trained.head.weight.detach().clone()
+    with torch.no_grad():
+        trained.head_initialised.fill_(False)
+        trained.initialise_head()  # the zero-shot head of the (unchanged) text tower
+    assert torch.allclose(head, trained.head.weight, atol=1e-5) and torch.count_nonzero(trained.head.bias) == 0

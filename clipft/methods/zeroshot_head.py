@@ -10,7 +10,8 @@ epoch (or once, for frozen text towers), never per batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -28,13 +29,35 @@ def encode_texts(backbone: Any, texts: Sequence[str], device: torch.device | str
     return torch.cat(chunks)
 
 
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """``module.eval()`` within the block, every submodule's own mode back after it.
+
+    Hand-written: torch has no scoped ``eval()``, and ``module.train()`` afterwards would wake
+    towers that were locked in eval mode (their own ``train`` overrides keep them so).
+    """
+    modes = [(sub, sub.training) for sub in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for sub, mode in modes:
+            sub.training = mode
+
+
 @torch.no_grad()
 def zeroshot_weights(
     backbone: Any, per_class_prompts: Sequence[Sequence[str]], device: torch.device | str, batch_size: int = TEXT_BATCH
 ) -> torch.Tensor:
-    """``(num_classes, dim)``: per class, the renormalised mean of its normalised prompt embeddings."""
+    """``(num_classes, dim)``: per class, the renormalised mean of its normalised prompt embeddings.
+
+    A fixed classifier, so the text tower runs in eval mode whatever mode the caller is in: a head
+    built at ``on_fit_start`` (the module still in train mode) would otherwise carry one draw of
+    the text tower's dropout noise for the whole run.
+    """
     flat = [p for prompts in per_class_prompts for p in prompts]
-    feats = nn.functional.normalize(encode_texts(backbone, flat, device, batch_size).float(), dim=-1)
+    with eval_mode(backbone):
+        feats = nn.functional.normalize(encode_texts(backbone, flat, device, batch_size).float(), dim=-1)
     out, i = [], 0
     for prompts in per_class_prompts:
         out.append(nn.functional.normalize(feats[i : i + len(prompts)].mean(0), dim=-1))
