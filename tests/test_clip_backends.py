@@ -121,7 +121,7 @@ def test_zeroshot_head_averages_normalised_prompt_embeddings():
 
 
 def test_zeroshot_head_is_computed_without_dropout_and_keeps_each_tower_mode(tiny_text_dir):
-    """A head built while the module trains (LP-FT / frozen-head's on_fit_start) is the eval-mode head."""
+    """A head built while the module trains (on_fit_start of CE fine-tuning, the frozen head, CLAP) is the eval-mode head."""
     backbone = tiny_dual(tiny_text_dir, lock_image=True)
     prompts = [["a red circle", "a round red sign"], ["a blue arrow pointing left"]]
     reference = zeroshot_weights(backbone.eval(), prompts, "cpu")
