@@ -22,6 +22,16 @@ def tiny_text(tmp_path_factory):
     return save_tiny_text_encoder(tmp_path_factory.mktemp("bert"))
 
 
+def tiny_sign_clip(tiny_text):
+    """An untrained dual encoder of sign-CLIP's kind (random MobileNetV2, tiny BERT) to save as a folder."""
+    from clipft.models import DualEncoderBackbone
+
+    return DualEncoderBackbone(
+        image_tower={"source": "torchvision", "name": "mobilenet_v2", "pretrained": False},
+        text_tower={"name_or_path": str(tiny_text), "max_length": 32}, embed_dim=16, image_size=32,
+    )
+
+
 def test_per_image_captions_vary_within_a_class():
     prompts = build_prompt_set(["stop", "yield"], ["a photo of a {} sign.", "a road sign: {}.", "{}"], {"stop": ["a red octagon"], "yield": ["a white triangle"]})
     captions = prompts.captions_for([0] * 40, random.Random(0))
@@ -47,14 +57,10 @@ def test_alignment_recipes_run_a_short_step_and_export_a_reloadable_folder(name,
 
 
 def test_zeroshot_recipe_scores_a_sign_clip_folder(tmp_path, tiny_text):
-    from clipft.models import DualEncoderBackbone
     from clipft.models.backbone_folder import save_backbone_folder
     from clipft.pipeline.evaluate import run_eval
 
-    backbone = DualEncoderBackbone(
-        image_tower={"source": "torchvision", "name": "mobilenet_v2", "pretrained": False},
-        text_tower={"name_or_path": str(tiny_text), "max_length": 32}, embed_dim=16, image_size=32,
-    )
+    backbone = tiny_sign_clip(tiny_text)
     save_backbone_folder(backbone, tmp_path / "models" / "sign_clip_gtsrb")
     overrides = ["data=synthetic_signs", "data.train_per_class=6", "data.test_per_class=2", "trainer.accelerator=cpu",
                  "zeroshot.template_sets=[simple]", "model.prompts.descriptions=class_descriptions/synthetic_signs.yaml",
@@ -68,16 +74,11 @@ def test_zeroshot_recipe_scores_a_sign_clip_folder(tmp_path, tiny_text):
     assert torch.is_tensor(backbone.logit_scale)
 
 
-
 def test_frozen_head_recipe_trains_the_image_tower_against_the_fixed_zero_shot_head(tmp_path, tiny_text):
     from clipft.methods.loading import load_module
-    from clipft.models import DualEncoderBackbone
     from clipft.models.backbone_folder import save_backbone_folder
 
-    backbone = DualEncoderBackbone(
-        image_tower={"source": "torchvision", "name": "mobilenet_v2", "pretrained": False},
-        text_tower={"name_or_path": str(tiny_text), "max_length": 32}, embed_dim=16, image_size=32,
-    )
+    backbone = tiny_sign_clip(tiny_text)
     save_backbone_folder(backbone, tmp_path / "models" / "sign_clip_signs58")  # where the recipe looks
     overrides = ["data=synthetic_signs", "data.image_size=null", "data.mean=null", "data.std=null",
                  "model.clip.image_size=32", f"data.root={tmp_path / 'synthetic'}", "~data.download"]

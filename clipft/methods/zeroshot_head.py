@@ -57,9 +57,11 @@ def zeroshot_weights(
     """
     flat = [p for prompts in per_class_prompts for p in prompts]
     with eval_mode(backbone):
-        feats = nn.functional.normalize(encode_texts(backbone, flat, device, batch_size).float(), dim=-1)
-    out, i = [], 0
-    for prompts in per_class_prompts:
-        out.append(nn.functional.normalize(feats[i : i + len(prompts)].mean(0), dim=-1))
-        i += len(prompts)
-    return torch.stack(out)
+        return class_means(encode_texts(backbone, flat, device, batch_size), [len(p) for p in per_class_prompts])
+
+
+def class_means(prompt_features: torch.Tensor, prompts_per_class: Sequence[int]) -> torch.Tensor:
+    """Normalise each prompt embedding, average each class's consecutive run, renormalise."""
+    feats = nn.functional.normalize(prompt_features.float(), dim=-1)
+    rows = [nn.functional.normalize(chunk.mean(0), dim=-1) for chunk in feats.split(list(prompts_per_class))]
+    return torch.stack(rows)

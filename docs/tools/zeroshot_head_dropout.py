@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
-from clipft.methods.zeroshot_head import encode_texts
+from clipft.methods.zeroshot_head import class_means, encode_texts
 from clipft.pipeline.building import build_datamodule, build_model
 
 CONF = Path(__file__).resolve().parents[2] / "clipft" / "conf"
@@ -28,13 +28,9 @@ def class_head(module, train_mode: bool) -> torch.Tensor:
     backbone = module.backbone.train(train_mode)
     flat = [p for prompts in module.class_prompts for p in prompts]
     with torch.no_grad():
-        feats = torch.nn.functional.normalize(encode_texts(backbone, flat, "cpu").float(), dim=-1)
-    rows, i = [], 0
-    for prompts in module.class_prompts:
-        rows.append(torch.nn.functional.normalize(feats[i : i + len(prompts)].mean(0), dim=-1))
-        i += len(prompts)
+        head = class_means(encode_texts(backbone, flat, "cpu"), [len(p) for p in module.class_prompts])
     backbone.eval()
-    return torch.stack(rows)
+    return head
 
 
 def main(experiment: str, folder: str, *overrides: str) -> None:
