@@ -80,3 +80,27 @@ def test_each_adapter_trains_evaluates_and_reloads_through_train_py(tmp_path, ti
     module = load_module(metrics["best_checkpoint"])
     if model.startswith("clip_tip"):
         assert module.cache_keys.shape[0] == metrics["data"]["train"]  # the cache travels with the checkpoint
+
+
+def test_tip_adapter_f_trains_at_the_configured_pair_and_infers_with_the_searched_one(tiny_clip_dir):
+    tip = TipAdapter(CLASSES, clip=clip_cfg(tiny_clip_dir), optimizer=OPT, alpha=50.0, beta=1000.0, finetune_keys=True)
+    x, labels = images(), torch.tensor([0, 1, 2, 0, 1, 2])
+    with torch.no_grad():
+        tip.build_cache(tip.backbone.encode_image(x), labels)
+        tip.alpha.fill_(0.0)  # as if the search on val had chosen zero-shot
+        assert (tip.train()(x).argmax(-1) == labels).all()  # the configured, cache-dominated pair
+        torch.testing.assert_close(tip.eval()(x).softmax(-1), zeroshot(tiny_clip_dir)(x).softmax(-1), atol=1e-5, rtol=1e-4)
+
+
+def test_tip_adapter_f_best_checkpoint_carries_a_searched_pair(tmp_path, tiny_clip_dir):
+    """The search once ran after training only, and test reloaded the best checkpoint with the initial pair."""
+    from clipft.methods.loading import load_module
+
+    grid_alpha, grid_beta = [0.0, 3.0], [1.0, 9.0]
+    metrics = train([
+        "model=clip_tip_adapter_f", f"model.clip.name_or_path={tiny_clip_dir}", "model.alpha=0.7", "model.beta=2.2",
+        f"model.search_alpha={grid_alpha}", f"model.search_beta={grid_beta}",
+    ], tmp_path)
+    module = load_module(metrics["best_checkpoint"])
+    assert float(module.alpha) in grid_alpha and float(module.beta) in grid_beta
+    assert (module.hparams.alpha, module.hparams.beta) == (0.7, 2.2)  # training's pair is kept for a resume

@@ -38,5 +38,12 @@ def split_features(module: Any, batch_size: int = 128) -> tuple[tuple[torch.Tens
     if dm is None or not hasattr(dm, "train_samples"):
         raise DataError(f"{type(module).__name__} extracts features from a clipft datamodule's splits; fit it with datamodule=")
     train = image_features(module.backbone, eval_loader(dm, dm.train_samples, batch_size), module.device)
-    val = image_features(module.backbone, eval_loader(dm, dm.val_samples, batch_size), module.device) if dm.val_samples else None
-    return train, val
+    return train, val_features(module, batch_size)
+
+
+def val_features(module: Any, batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Val features of the module's trainer's datamodule (None when it has no val split or no clipft datamodule)."""
+    dm = module.trainer.datamodule
+    if dm is None or not getattr(dm, "val_samples", None):
+        return None
+    return image_features(module.backbone, eval_loader(dm, dm.val_samples, batch_size), module.device)

@@ -5,8 +5,12 @@ their one-hot labels. A test image's logits are the zero-shot logits plus
 ``alpha * exp(-beta * (1 - f @ keys.T)) @ values``. So ``alpha = 0`` is zero-shot exactly, and
 ``beta`` sharpens the affinities. The training-free variant builds the cache once at the start
 of fit and stops. Tip-Adapter-F (``finetune_keys: true``) trains the keys with cross-entropy
-for the configured epochs. ``alpha`` and ``beta`` are then chosen on val from ``search_alpha`` x
-``search_beta``.
+for the configured epochs. ``alpha`` and ``beta`` are chosen on val from ``search_alpha`` x
+``search_beta``: once for the training-free cache, and for Tip-Adapter-F before every validation,
+for the keys as they stand, so that each checkpoint carries the pair chosen for its own keys and
+the best epoch is picked with it. (The reference searches once, after reloading its best epoch; a
+single search after training tuned the last epoch's keys, and test, eval.py and predict reload the
+best checkpoint, whose pair was then the initial one.)
 
 Defaults from the reference implementation (github.com/gaopengcuhk/Tip-Adapter): alpha 1,
 beta 5.5 (initial values), AdamW lr 1e-3 for -F. The reference averages 10 augmented views of
@@ -24,7 +28,7 @@ from torch import nn
 
 from clipft.errors import ConfigError
 from clipft.methods.clip_method import CLIPMethod
-from clipft.methods.features import split_features
+from clipft.methods.features import split_features, val_features
 
 
 class TipAdapter(CLIPMethod):
@@ -124,6 +128,7 @@ class TipAdapter(CLIPMethod):
 
     def on_fit_start(self) -> None:
         if self.cache_keys.shape[0] and getattr(self, "_cache_filled", True):  # resumed with a cache
+            self._val_features = val_features(self, self.feature_batch_size) if self.finetune_keys else None
             return
         train, val = split_features(self, self.feature_batch_size)
         self.build_cache(*train)
@@ -133,8 +138,8 @@ class TipAdapter(CLIPMethod):
             self.search(val)
             self.trainer.should_stop = True
 
-    def on_train_end(self) -> None:
-        if self.finetune_keys:
+    def on_validation_start(self) -> None:
+        if self.finetune_keys:  # before val is scored and the checkpoint written (module docstring)
             self.search(getattr(self, "_val_features", None))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
@@ -155,7 +160,10 @@ class TipAdapter(CLIPMethod):
         image = self.backbone.encode_image(images)
         logits = self.zeroshot_logits(image)
         if self.cache_keys.shape[0]:
-            logits = logits + self.alpha * self.cache_logits(image)
+            # Tip-Adapter-F trains its keys at the configured pair, as the reference does (a searched
+            # alpha of 0 would stop their gradient); the searched pair in the buffers is for inference
+            alpha, beta = (float(self.hparams.alpha), float(self.hparams.beta)) if self.training else (self.alpha, self.beta)
+            logits = logits + alpha * self.cache_logits(image, beta)
         return logits
 
     def linear_head(self) -> None:
