@@ -223,15 +223,39 @@ def collect(paths: Iterable[str | Path], complete_only: bool = False) -> pd.Data
 
 
 # runs that differ only in their seed: one row of the seed table
-SEED_GROUP = ("method", "model", "data", "split", "image_size")
+SEED_GROUP = ("method", "model", "data", "split", "image_size", "setting")
+# overrides that do not make a different setting: the seeds themselves (training seed, few-shot draw)
+# and bookkeeping that cannot change a number (where the run writes, what it is called, plots)
+SEED_KEYS = ("seed", "data.shot_seed")
+BOOKKEEPING_KEYS = ("run_name", "plots", "tags")
+BOOKKEEPING_PREFIXES = ("hydra.",)
+
+
+def setting_of(overrides: str) -> str:
+    """The overrides that define a run's setting, sorted: everything but seeds and bookkeeping.
+
+    ``model.optimizer.lr=0.2 seed=1 hydra.run.dir=x`` -> ``model.optimizer.lr=0.2``: two runs with the
+    same setting differ only in their seed, two with different settings are different rows.
+    """
+    kept = []
+    for item in str(overrides or "").split():
+        key = _split_override(item)[0].lstrip("+~")
+        if key in SEED_KEYS or key in BOOKKEEPING_KEYS or key.startswith(BOOKKEEPING_PREFIXES):
+            continue
+        kept.append(item)
+    return " ".join(sorted(kept))
 
 
 def aggregate_seeds(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, model, data, split, px): metric columns as ``(mean, sample std)`` over the seeds.
+    """One row per (method, model, data, split, px, setting): metric columns as ``(mean, sample std)`` over the seeds.
 
-    ``seeds`` lists the seeds aggregated. Only finished runs count; a group of one run keeps its plain value.
+    The setting is the run's overrides less its seeds (:func:`setting_of`), so runs of one recipe at two
+    learning rates stay two rows; where one method has several settings, the overrides that tell them
+    apart are added to its ``method`` label. ``seeds`` lists the seeds aggregated. Only finished runs
+    count; a group of one run keeps its plain value.
     """
-    done = frame[frame["status"] == "ok"]
+    done = frame[frame["status"] == "ok"].copy()
+    done["setting"] = [setting_of(o) for o in done["overrides"]]
     numeric = ["val_acc", *table_columns("test"), "epochs", "time_s"]
     rows = []
     for key, group in done.groupby(list(SEED_GROUP), dropna=False, sort=False):
@@ -246,7 +270,18 @@ def aggregate_seeds(frame: pd.DataFrame) -> pd.DataFrame:
         row["seeds"] = ",".join(str(s) for s in group["seed"].tolist())
         row["status"] = "ok"
         rows.append(row)
-    return pd.DataFrame(rows, columns=[*all_columns(), "seeds"])
+    table = pd.DataFrame(rows, columns=[*all_columns(), "seeds", "setting"])
+    _label_settings(table)
+    return table.drop(columns="setting")
+
+
+def _label_settings(table: pd.DataFrame) -> None:
+    """Append ``[key=value ...]`` to the method of rows that share everything but their setting."""
+    same_method = list(SEED_GROUP[:-1])
+    for _, rows in table.groupby(same_method, dropna=False, sort=False):
+        if len(rows) > 1:
+            for index, label in zip(rows.index, varying_overrides(rows["setting"].tolist())):
+                table.loc[index, "method"] = f"{table.loc[index, 'method']} [{label or 'recipe defaults'}]"
 
 
 def shots_of(split: Any) -> int | None:
@@ -390,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sort-by", help="rank by this metrics.json summary key (e.g. best_val_acc, test_accuracy)")
     parser.add_argument("--mode", choices=("max", "min"), default="max", help="ranking direction for --sort-by")
     parser.add_argument("--complete-only", action="store_true", help="leave out failed / unfinished runs")
-    parser.add_argument("--seeds", action="store_true", help="one row per method: mean ± sample std over runs that differ only in seed")
+    parser.add_argument("--seeds", action="store_true", help="one row per method and setting: mean ± sample std over runs that differ only in seed or few-shot draw")
     parser.add_argument("--shots-plot", help="with --seeds: write the accuracy-vs-shots figure of the k-shot runs here")
     parser.add_argument("--columns", help=f"comma-separated columns to show (default: all of {','.join(all_columns())})")
     args = parser.parse_args(argv)

@@ -187,6 +187,28 @@ def test_seed_table_reports_mean_and_sample_std_over_seeds(tmp_path):
     assert table[table["method"] == "other"].iloc[0]["test_acc"] == pytest.approx(0.5)  # one run: no spread
 
 
+def test_seed_table_keeps_runs_of_different_settings_apart(tmp_path):
+    """Three lr-search runs are three rows, not one mean; draws and seeds of one setting are one row."""
+    from clipft.results import aggregate_seeds
+
+    for lr, test in (("0.002", 0.1), ("0.02", 0.3), ("0.2", 0.5)):
+        make_run(tmp_path / f"lr{lr}", test=test, overrides=["model=clip_coop", f"model.optimizer.lr={lr}", "plots=false"])
+    for draw, test in ((0, 0.6), (1, 0.8)):
+        make_run(
+            tmp_path / f"tip_d{draw}",
+            experiment="fewshot",
+            test=test,
+            overrides=[f"data.shot_seed={draw}", f"seed={draw}", "hydra.run.dir=x", "run_name=y"],
+        )
+    table = aggregate_seeds(collect([tmp_path]))
+    by_method = {row["method"]: row["test_acc"] for _, row in table.iterrows()}
+    assert by_method["exp1 [model.optimizer.lr=0.002]"] == pytest.approx(0.1)
+    assert by_method["exp1 [model.optimizer.lr=0.2]"] == pytest.approx(0.5)
+    assert len(by_method) == 4
+    mean, std = by_method["fewshot"]  # two draws, one setting: one row with a spread
+    assert mean == pytest.approx(0.7) and std == pytest.approx(0.1414, abs=1e-4)
+
+
 def test_wise_ft_plot_pairs_in_and_out_of_distribution_accuracy_per_alpha(tmp_path):
     import json as _json
 
