@@ -178,6 +178,7 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
         "status": "ok",
         "error": None,
         "seed": config.get("seed"),
+        "draw": data_cfg.get("shot_seed") if data_cfg.get("shots") else None,  # which k-shot subset
         "overrides": " ".join(hydra_overrides(run_dir)),
         "run_dir": str(run_dir),
         "summary": summary,
@@ -216,7 +217,7 @@ def _method_of_checkpoint(ckpt: str) -> str | None:
 def collect(paths: Iterable[str | Path], complete_only: bool = False) -> pd.DataFrame:
     """One row per run found under ``paths`` (see :func:`all_columns`), in path order."""
     rows = [run_row(d) for d in find_run_dirs(paths)]
-    frame = pd.DataFrame(rows, columns=[*all_columns(), "error", "overrides", "run_dir", "summary", "seed"])
+    frame = pd.DataFrame(rows, columns=[*all_columns(), "error", "overrides", "run_dir", "summary", "seed", "draw"])
     if complete_only:
         frame = frame[frame["status"] == "ok"].reset_index(drop=True)
     return frame
@@ -267,12 +268,23 @@ def aggregate_seeds(frame: pd.DataFrame) -> pd.DataFrame:
                 row[col] = (float(values.mean()), float(values.std(ddof=1)))
             else:
                 row[col] = float(values.iloc[0]) if len(values) else None
-        row["seeds"] = ",".join(str(s) for s in group["seed"].tolist())
+        row["seeds"] = _seeds_label(group)
         row["status"] = "ok"
         rows.append(row)
     table = pd.DataFrame(rows, columns=[*all_columns(), "seeds", "setting"])
     _label_settings(table)
     return table.drop(columns="setting")
+
+
+def _seeds_label(group: pd.DataFrame) -> str:
+    """``0,1,2`` for training seeds; ``seed 42, draws 0,1,2`` for k-shot runs that differ in their draw."""
+    seeds = ",".join(str(s) for s in group["seed"].tolist())
+    draws = group["draw"].dropna().tolist()
+    if not draws:
+        return seeds
+    if group["seed"].nunique(dropna=False) == 1:
+        seeds = str(group["seed"].iloc[0])
+    return f"seed {seeds}, draws {','.join(str(int(d)) for d in draws)}"
 
 
 def _label_settings(table: pd.DataFrame) -> None:

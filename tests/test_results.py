@@ -209,6 +209,14 @@ def test_seed_table_keeps_runs_of_different_settings_apart(tmp_path):
     assert mean == pytest.approx(0.7) and std == pytest.approx(0.1414, abs=1e-4)
 
 
+def test_seed_table_names_the_few_shot_draws(tmp_path):
+    from clipft.results import aggregate_seeds
+
+    for draw in (0, 1, 2):
+        _fake_run(tmp_path, f"d{draw}", {"test_accuracy": 0.5}, 42, {"data": {"shots": 4, "shot_seed": draw}})
+    assert aggregate_seeds(collect([tmp_path])).iloc[0]["seeds"] == "seed 42, draws 0,1,2"
+
+
 def test_wise_ft_plot_pairs_in_and_out_of_distribution_accuracy_per_alpha(tmp_path):
     import json as _json
 
