@@ -104,3 +104,31 @@ def test_tip_adapter_f_best_checkpoint_carries_a_searched_pair(tmp_path, tiny_cl
     module = load_module(metrics["best_checkpoint"])
     assert float(module.alpha) in grid_alpha and float(module.beta) in grid_beta
     assert (module.hparams.alpha, module.hparams.beta) == (0.7, 2.2)  # training's pair is kept for a resume
+
+
+
+def test_tip_adapter_f_resumed_matches_an_uninterrupted_run(tmp_path, tiny_clip_dir):
+    """A resume once rebuilt the cache from the data (setup() sized an empty cache before the weights were
+    restored), so the trained keys were lost; and the resumed run must search its pair again on val."""
+    from pathlib import Path
+
+    from clipft.methods.loading import load_module
+
+    grid = ["model.search_alpha=[0.0,3.0]", "model.search_beta=[1.0,9.0]", "model.alpha=0.7", "model.beta=2.2"]
+    # a constant rate: a cosine schedule spans max_epochs, which the resume raises from 1 to 2
+    base = ["model=clip_tip_adapter_f", f"model.clip.name_or_path={tiny_clip_dir}", *grid, "model.scheduler.name=constant", "trainer.deterministic=true"]
+
+    def last_of(metrics):
+        return Path(metrics["run"]["output_dir"]) / "checkpoints" / "last.ckpt"
+
+    straight = load_module(str(last_of(train([*base, "trainer.max_epochs=2"], tmp_path / "straight"))))
+    last = last_of(train(base, tmp_path / "split"))
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    state["state_dict"]["alpha"].fill_(0.7)  # off the grid: only a search after the resume can put it back
+    torch.save(state, last)
+    resumed_metrics = train([*base, f"ckpt_path={last}", "trainer.max_epochs=2"], tmp_path / "split")  # the same run, continued
+    assert resumed_metrics["epochs_trained"] == 2 and resumed_metrics["summary"]["test_accuracy"] is not None
+    resumed = load_module(str(last))  # written by the resumed epoch
+    torch.testing.assert_close(resumed.cache_keys, straight.cache_keys)
+    assert (float(resumed.alpha), float(resumed.beta)) == (float(straight.alpha), float(straight.beta))
+    assert float(resumed.alpha) in (0.0, 3.0)

@@ -113,7 +113,7 @@ class CLAP(CLIPMethod):
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
         self.fitted.fill_(1)
         return losses
 

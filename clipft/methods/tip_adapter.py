@@ -128,7 +128,10 @@ class TipAdapter(CLIPMethod):
 
     def on_fit_start(self) -> None:
         if self.cache_keys.shape[0] and getattr(self, "_cache_filled", True):  # resumed with a cache
-            self._val_features = val_features(self, self.feature_batch_size) if self.finetune_keys else None
+            # the generators were restored to where the uninterrupted run stood; iterating a loader draws a
+            # seed from them, so the extra val pass forks them to leave the resumed run's draws unchanged
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                self._val_features = val_features(self, self.feature_batch_size) if self.finetune_keys else None
             return
         train, val = split_features(self, self.feature_batch_size)
         self.build_cache(*train)
@@ -150,6 +153,10 @@ class TipAdapter(CLIPMethod):
                     self.cache_keys = nn.Parameter(torch.zeros_like(incoming), requires_grad=self.finetune_keys)
                 else:
                     self.cache_values = torch.zeros_like(incoming)
+        if state_dict.get(prefix + "cache_keys") is not None and state_dict[prefix + "cache_keys"].shape[0]:
+            # a resume restores the weights after setup() sized an empty cache: the restored keys (trained,
+            # for Tip-Adapter-F) are the cache, and on_fit_start must not rebuild it from the data
+            self._cache_filled = True
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ steps
