@@ -106,7 +106,6 @@ def test_tip_adapter_f_best_checkpoint_carries_a_searched_pair(tmp_path, tiny_cl
     assert (module.hparams.alpha, module.hparams.beta) == (0.7, 2.2)  # training's pair is kept for a resume
 
 
-
 def test_tip_adapter_f_resumed_matches_an_uninterrupted_run(tmp_path, tiny_clip_dir):
     """A resume once rebuilt the cache from the data (setup() sized an empty cache before the weights were
     restored), so the trained keys were lost; and the resumed run must search its pair again on val."""

@@ -153,7 +153,8 @@ class TipAdapter(CLIPMethod):
                     self.cache_keys = nn.Parameter(torch.zeros_like(incoming), requires_grad=self.finetune_keys)
                 else:
                     self.cache_values = torch.zeros_like(incoming)
-        if state_dict.get(prefix + "cache_keys") is not None and state_dict[prefix + "cache_keys"].shape[0]:
+        restored_keys = state_dict.get(prefix + "cache_keys")
+        if restored_keys is not None and restored_keys.shape[0]:
             # a resume restores the weights after setup() sized an empty cache: the restored keys (trained,
             # for Tip-Adapter-F) are the cache, and on_fit_start must not rebuild it from the data
             self._cache_filled = True
