@@ -112,7 +112,7 @@ def test_layer_decay_gives_earlier_blocks_smaller_learning_rates(tiny_clip_dir):
 def test_linear_probe_fits_separable_features_and_matches_sklearn(tiny_clip_dir):
     from sklearn.linear_model import LogisticRegression
 
-    probe = CLIPLinearProbe(CLASSES, clip=clip_cfg(tiny_clip_dir), c_values=[0.01, 10.0])
+    probe = CLIPLinearProbe(CLASSES, clip=clip_cfg(tiny_clip_dir), c_values=[0.01, 10.0], c_search="grid")
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(3, probe.head.in_features)) * 3
     y = np.repeat(np.arange(3), 20)
@@ -201,3 +201,17 @@ def test_wise_ft_refuses_a_randomly_initialised_backbone():
     random_clip = ContrastiveFineTune(CLASSES, clip={"_target_": "clipft.models.HFCLIPBackbone", "config": {}}, optimizer=OPT)
     with pytest.raises(CheckpointError, match="randomly"):
         list(wise_ft_sweep(random_clip, [0.0, 1.0]))
+
+
+def test_lpft_refuses_a_probe_fitted_on_raw_features(tmp_path):
+    """LP-FT's head reads L2-normalised features: a raw-feature probe (the lpclip default) would start it wrong."""
+    from clipft.errors import CheckpointError
+    from clipft.methods.linear_head_finetune import probe_head_from_checkpoint
+
+    state = {"head.weight": torch.zeros(3, 4), "head.bias": torch.zeros(3)}
+    torch.save({"state_dict": {**state, "l2_features": torch.tensor(False)}, "hyper_parameters": {"class_names": CLASSES}}, tmp_path / "raw.ckpt")
+    with pytest.raises(CheckpointError, match="feature_norm=l2"):
+        probe_head_from_checkpoint(str(tmp_path / "raw.ckpt"), CLASSES, torch.Size([3, 4]))
+    torch.save({"state_dict": {**state, "l2_features": torch.tensor(True)}, "hyper_parameters": {"class_names": CLASSES}}, tmp_path / "l2.ckpt")
+    weight, _ = probe_head_from_checkpoint(str(tmp_path / "l2.ckpt"), CLASSES, torch.Size([3, 4]))
+    assert weight.shape == (3, 4)

@@ -123,7 +123,7 @@ def test_training_resumes_mid_epoch_where_it_stopped(source_and_stream, tmp_path
 def _rank_worker(rank, init_file, stream, out_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        streaming_module._decode_item = lambda item, transform: (int(item["index"]), int(item["label"]))
+        streaming_module._decode_item = lambda item, transform, num_classes=None: (int(item["index"]), int(item["label"]))
         dm = StreamingDataModule(input_dir=str(stream), image_size=SIZE, batch_size=2, num_workers=0)
         seen = [int(i) for indices, _ in dm.train_dataloader() for i in indices]
         (out_dir / f"rank{rank}.json").write_text(json.dumps(seen))

@@ -10,7 +10,8 @@ import torch
 
 from clipft.errors import ConfigError
 from clipft.models import HFAutoBackbone, HFCLIPBackbone
-from clipft.utils.safe_targets import UntrustedCheckpointError, check_checkpoint
+from clipft.utils.file_gate import check_checkpoint
+from clipft.utils.safe_targets import UntrustedCheckpointError
 
 
 def test_auto_model_gives_the_same_embeddings_as_the_dedicated_backbone(tiny_clip_dir):

@@ -101,6 +101,9 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
         return main(argv)
     except ClipftError as exc:
         from rich.console import Console
+        from rich.text import Text
 
-        Console(stderr=True).print(f"[bold red]clipft error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        # printed literally: a file or module name like "[/x]" is text, never rich markup
+        line = Text("clipft error:", style="bold red") + Text(" " + " ".join(str(exc).splitlines()))
+        Console(stderr=True).print(line, highlight=False, soft_wrap=True)
         return 1

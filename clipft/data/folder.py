@@ -10,6 +10,7 @@ from clipft.data.base import DatasetIndex, ImageClassificationDataModule, Sample
 from clipft.data.images import IMAGE_EXTENSIONS, is_image_file
 from clipft.errors import DataError
 from clipft.utils.paths import is_inside
+from clipft.utils.size_limits import ENV, MAX_CLASSES, limits_enabled
 
 
 def scan_class_folders(
@@ -38,6 +39,11 @@ def scan_class_folders(
         raise DataError(f"{str(root)!r} lacks folders for classes {missing}; add them or fix the class names")
     samples: list[Sample] = []
     for label, name in enumerate(names):
+        if not follow_symlinks and not is_inside(root / name, root):  # a class folder that is itself a link out
+            raise DataError(
+                f"class folder {str(root / name)!r} is a symlink to {os.path.realpath(root / name)!r}, outside the dataset "
+                f"root {os.path.realpath(root)!r}; remove it, or set data.follow_symlinks=true if you trust it"
+            )
         files = _image_files(root / name, root, follow_symlinks)
         if not files:
             raise DataError(
@@ -145,6 +151,11 @@ def read_list_file(
 def _parse_label(text: str, class_names: list[str] | None, where: str) -> int:
     if text.lstrip("-").isdigit():
         label = int(text)
+        if class_names is None and label >= MAX_CLASSES and limits_enabled():  # K-1 names would be allocated
+            raise DataError(
+                f"{where}: label {label} would make {label + 1} classes, beyond clipft's bound of {MAX_CLASSES}; "
+                f"fix the label, or write data.class_names_file (or set {ENV}=off if it is intended)"
+            )
         if label < 0 or (class_names is not None and label >= len(class_names)):
             count = len(class_names) if class_names else "?"
             raise DataError(f"{where}: label {label} is outside 0..{count}-1 (the class names file has {count} names)")

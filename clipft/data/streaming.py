@@ -39,6 +39,7 @@ from clipft.data.images import load_rgb
 from clipft.data.paths import canonical_path
 from clipft.errors import ConfigError, DataError
 from clipft.utils.io import atomic_write_json
+from clipft.utils.size_limits import check_size
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,12 @@ def read_stream_meta(input_dir: str) -> dict[str, Any]:
         raise DataError(f"cannot read the stream description {location!r} ({exc})") from None
     if not isinstance(meta, dict) or meta.get("version") != STREAM_VERSION:
         raise DataError(f"{location!r} is not a clipft stream of version {STREAM_VERSION}; write it again")
+    names, splits = meta.get("class_names"), meta.get("splits")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not isinstance(splits, dict):
+        raise DataError(f"{location!r} lacks a list of class_names (strings) or a mapping of splits; write the stream again")
+    if any(not isinstance(v, dict) or not isinstance(v.get("labels", []), list) for v in splits.values()):
+        raise DataError(f"{location!r}: every split must be a mapping with a list of labels; write the stream again")
+    check_size("num_classes", len(names), "class_names (count)", location)
     return meta
 
 
@@ -209,9 +216,15 @@ def safe_serializers() -> dict[str, Any]:
     return {name: _RefusedFormat(name) for name in _SERIALIZERS if name not in ALLOWED_FORMATS}
 
 
-def _decode_item(item: dict[str, Any], transform: Callable | None) -> tuple[Any, int]:
+def _decode_item(item: dict[str, Any], transform: Callable | None, num_classes: int | None = None) -> tuple[Any, int]:
+    label = int(item["label"])
+    if num_classes is not None and not 0 <= label < num_classes:  # an IndexError mid-training / a device assert on GPU
+        raise DataError(
+            f"stream item {int(item['index'])} has label {label}, outside the {num_classes} classes of its "
+            f"{META_FILE}; the stream is inconsistent: write it again with python -m clipft.stream_data"
+        )
     image = load_rgb(f"stream item {int(item['index'])}", data=item["image"].tobytes())
-    return (transform(image) if transform is not None else image), int(item["label"])
+    return (transform(image) if transform is not None else image), label
 
 
 try:
@@ -225,17 +238,52 @@ if _StreamingDataset is not None:
         """litdata's dataset whose items are ``(image, label)``, decoded and transformed."""
 
         image_transform: Callable | None = None
+        num_classes: int | None = None
 
         def __getitem__(self, index: Any) -> Any:
-            return _decode_item(super().__getitem__(index), self.image_transform)
+            return _decode_item(super().__getitem__(index), self.image_transform, self.num_classes)
 
 
-def streaming_dataset(input_dir: str, cache_dir: str | None, transform: Callable | None, **kwargs: Any) -> Any:
-    """A litdata ``StreamingDataset`` over one split whose items are ``(image, label)``."""
+def streaming_dataset(
+    input_dir: str, cache_dir: str | None, transform: Callable | None, num_classes: int | None = None, **kwargs: Any
+) -> Any:
+    """A litdata ``StreamingDataset`` over one split whose items are ``(image, label)`` (labels checked
+    against ``num_classes``)."""
     _require_litdata()
     dataset = ImageStream(input_dir, cache_dir=cache_dir, serializers=safe_serializers(), **kwargs)
     dataset.image_transform = transform
+    dataset.num_classes = num_classes
     return dataset
+
+
+def verify_stream_split(location: str, split: str, count: int, num_classes: int, labels: Sequence[Any]) -> None:
+    """A split's chunks against its description, before any is read: litdata would wait forever on a
+    truncated chunk (``ChunkWaitTimeoutError``) and a label past the classes fails mid-training."""
+    bad = next((x for x in labels if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < num_classes), None)
+    if bad is not None or len(labels) != count:
+        raise DataError(
+            f"{location}/{META_FILE}: split {split!r} lists label {bad!r} for {num_classes} classes or "
+            f"{len(labels)} labels for {count} items; write the stream again"
+        )
+    if "://" in location:
+        return  # remote chunks are checked by litdata as they download
+    index_file = Path(location) / split / "index.json"
+    try:
+        index = json.loads(index_file.read_text())
+        chunks = list(index["chunks"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{str(index_file)!r} cannot be read ({exc}); write the stream again") from None
+    items = sum(int(c.get("chunk_size", 0)) for c in chunks)
+    if items != count:
+        raise DataError(f"{str(index_file)!r} lists {items} items, its {META_FILE} {count}; write the stream again")
+    for chunk in chunks:
+        file = Path(location) / split / str(chunk.get("filename"))
+        size = file.stat().st_size if file.is_file() else None
+        if size != chunk.get("chunk_bytes"):
+            raise DataError(
+                f"stream chunk {str(file)!r} is {'missing' if size is None else f'{size} bytes'}, its index says "
+                f"{chunk.get('chunk_bytes')} bytes (truncated or replaced); write the stream again"
+            )
 
 
 @dataclass(frozen=True)
@@ -309,6 +357,8 @@ class StreamingDataModule(ImageClassificationDataModule):
         names = list(meta["class_names"])
         for split in SPLITS:
             info = meta["splits"].get(split, {"labels": [], "paths": []})
+            if info["labels"]:
+                verify_stream_split(self.location, split, int(info.get("count", len(info["labels"]))), len(names), info["labels"])
             samples = [StreamSample(path, int(label), split, i)
                        for i, (path, label) in enumerate(zip(info["paths"], info["labels"], strict=True))]
             setattr(self, f"{split}_samples", samples)
@@ -326,6 +376,7 @@ class StreamingDataModule(ImageClassificationDataModule):
                 f"{self.location}/{split}",
                 self.stream_cache_dir,
                 self.transform(train),
+                num_classes=len(self.class_names),
                 shuffle=train and self.shuffle,
                 drop_last=self.drop_last and train,
                 seed=self.seed,

@@ -62,8 +62,11 @@ class ClassificationModule(L.LightningModule):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
-        if not class_names or len(class_names) < 2:
-            raise ConfigError(f"a classifier needs at least 2 class names, got {list(class_names or [])}")
+        if isinstance(class_names, (str, bytes)) or not class_names or len(class_names) < 2:
+            raise ConfigError(f"a classifier needs a list of at least 2 class names, got {class_names!r}")
+        not_text = [n for n in class_names if not isinstance(n, str)]
+        if not_text:
+            raise ConfigError(f"class_names must be strings (they go into prompts and reports), got {not_text[:3]!r}")
         if not 0.0 <= float(label_smoothing) < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         lr = dict(optimizer or {}).get("lr")

@@ -95,8 +95,10 @@ class LinearHeadFineTune(CLIPMethod):
 def probe_head_from_checkpoint(path: str, class_names: Sequence[str], shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
     """LP-FT: the ``head.weight``/``head.bias`` of a :class:`CLIPLinearProbe` checkpoint."""
     from clipft.methods.loading import read_checkpoint
+    from clipft.utils.file_gate import gate_file_config
 
     ckpt = read_checkpoint(path)
+    gate_file_config(ckpt.get("hyper_parameters") or {}, str(path), "module", "hyper_parameters")  # the one gate
     state = ckpt.get("state_dict", {})
     names = ckpt.get("hyper_parameters", {}).get("class_names")
     if "head.weight" not in state or "head.bias" not in state:
@@ -106,6 +108,12 @@ def probe_head_from_checkpoint(path: str, class_names: Sequence[str], shape: tor
         )
     if names is not None and list(names) != list(class_names):
         raise CheckpointError(f"init_head_from={path!r} was trained on other classes than this dataset")
+    l2 = state.get("l2_features")  # absent: a probe written before the switch, always on L2-normalised features
+    if l2 is not None and not bool(l2):
+        raise CheckpointError(
+            f"init_head_from={path!r} is a probe on raw features (feature_norm=none, the lpclip reference's), but "
+            "LP-FT's head reads L2-normalised ones; fit the probe with model.feature_norm=l2"
+        )
     if tuple(state["head.weight"].shape) != tuple(shape):
         raise CheckpointError(
             f"init_head_from={path!r}: head shape {tuple(state['head.weight'].shape)} does not fit "

@@ -15,8 +15,9 @@ import torch
 from clipft.errors import CheckpointError
 from clipft.methods.legacy import upgrade_checkpoint
 from clipft.utils.checkpoint_io import read_checkpoint
+from clipft.utils.file_gate import check_checkpoint
 from clipft.utils.locate import locate
-from clipft.utils.safe_targets import building_from, check_checkpoint
+from clipft.utils.safe_targets import building_from
 
 __all__ = ["build_module", "load_module", "read_checkpoint"]
 

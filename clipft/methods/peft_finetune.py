@@ -2,14 +2,29 @@
 
 The adapter is injected into the image tower, the text tower or both. Only its parameters
 train; the towers, projections and temperature stay frozen. The objective is FLYP's
-(:class:`~clipft.methods.contrastive_finetune.ContrastiveFineTune`: contrastive + CE against
-the class text, which itself moves when the text tower has an adapter).
+(:class:`~clipft.methods.contrastive_finetune.ContrastiveFineTune`: ``sim_weight`` x contrastive +
+``cls_weight`` x CE against the class text, which itself moves when the text tower has an adapter);
+``sim_weight: 0, cls_weight: 1`` is plain cross-entropy over the class prompts.
 
-``adapter`` is a peft config mapping. ``peft_type: LORA`` with ``r``, ``lora_alpha`` and
-``lora_dropout`` by default, or any tuner peft offers (``LOHA``, ``LOKR``, ``IA3``, ...) with that
-tuner's own keys. Target modules default per backbone (:data:`DEFAULT_TARGETS`: the attention
-projections of HF CLIP and BERT, the attention output and MLP of open_clip). Give
-``target_modules: {image: [...], text: [...]}`` for others.
+Two recipes ship as configs, and they are different methods:
+
+- ``model=clip_lora`` is **clipft's recipe**: r 8, alpha 16 (scaling alpha/r = 2), no dropout, q/k/v
+  *and* the output projection, FLYP's 0.5 contrastive + 0.5 CE, AdamW 1e-4 without weight decay,
+  cosine with 50 warm-up steps.
+- ``model=clip_lora_paper`` is **CLIP-LoRA** (Zanella & Ben Ayed, CVPRW 2024;
+  MaxZanella/CLIP-LoRA @ 358f0d7): r 2, alpha 1, scaling alpha/sqrt(r) (``use_rslora``,
+  ``loralib/layers.py:42``), dropout 0.25 before the low-rank path, q/k/v only
+  (``target_modules: qkv``) in every block of both towers, plain CE on
+  ``logit_scale * cos(image, "a photo of a {}.")`` (the reference fixes 100, which OpenAI CLIP's
+  frozen scale is), AdamW 2e-4, weight decay 1e-2, betas (0.9, 0.999), cosine to 1e-6 over
+  500 x shots iterations (``experiment=lora_paper``).
+
+``adapter`` is a peft config mapping. ``peft_type: LORA`` with ``r``, ``lora_alpha``,
+``lora_dropout`` (and ``use_rslora``) by default, or any tuner peft offers (``LOHA``, ``LOKR``,
+``IA3``, ...) with that tuner's own keys. Target modules default per backbone
+(:data:`DEFAULT_TARGETS`: the attention projections of HF CLIP and BERT, the attention output and
+MLP of open_clip). ``target_modules: qkv`` names the query/key/value projections of the backbone
+(:data:`QKV_TARGETS`); ``target_modules: {image: [...], text: [...]}`` gives module-name suffixes.
 
 Checkpoints hold the adapter, so resuming and the pipeline's test step are exact. After the
 test, the pipeline writes ``checkpoints/inference.ckpt``: the adapter merged into the weights
@@ -40,6 +55,15 @@ DEFAULT_TARGETS: dict[str, dict[str, list[str]]] = {
     # image: a CNN tower (MobileNetV2 in sign-CLIP); its pointwise convolutions, see pointwise_convolutions
     "DualEncoderBackbone": {"image": [], "text": ["query", "key", "value"]},
 }
+# target_modules: qkv. CLIP-LoRA's placement (MaxZanella/CLIP-LoRA@358f0d7 run_utils.py:34 params q k v,
+# loralib/utils.py:107-134 every block of both encoders): the query, key and value projections, not the
+# output one. open_clip packs q/k/v into one nn.MultiheadAttention in_proj (no separate modules to
+# wrap); the dual encoder's CNN image tower has no attention.
+QKV_TARGETS: dict[str, dict[str, list[str]]] = {
+    "HFCLIPBackbone": {"image": ["q_proj", "k_proj", "v_proj"], "text": ["q_proj", "k_proj", "v_proj"]},
+    "HFSiglipBackbone": {"image": ["q_proj", "k_proj", "v_proj"], "text": ["q_proj", "k_proj", "v_proj"]},
+    "DualEncoderBackbone": {"text": ["query", "key", "value"]},
+}
 TOWERS = ("image", "text")
 ADAPTER_NAME = "default"
 # ContrastiveFineTune's arguments: what the merged inference checkpoint keeps
@@ -52,7 +76,8 @@ class PEFTFineTune(ContrastiveFineTune):
     Args:
         adapter: peft config (``peft_type`` + that tuner's keys), default LoRA r=8, alpha=16.
         adapt_towers: which towers get the adapter: ``[image]``, ``[text]`` or ``[image, text]``.
-        target_modules: ``{tower: [module name suffixes]}`` overriding :data:`DEFAULT_TARGETS`.
+        target_modules: ``{tower: [module name suffixes]}`` overriding :data:`DEFAULT_TARGETS`, or
+            ``qkv``: the backbone's query/key/value projections (:data:`QKV_TARGETS`, CLIP-LoRA's choice).
         Every other argument: :class:`~clipft.methods.contrastive_finetune.ContrastiveFineTune`.
     """
 
@@ -65,7 +90,7 @@ class PEFTFineTune(ContrastiveFineTune):
         prompts: dict[str, Any] | None = None,
         adapter: dict[str, Any] | None = None,
         adapt_towers: Sequence[str] = ("image", "text"),
-        target_modules: dict[str, list[str]] | None = None,
+        target_modules: dict[str, list[str]] | str | None = None,
         sim_weight: float = 1.0,
         cls_weight: float = 1.0,
         label_smoothing: float = 0.0,
@@ -81,8 +106,9 @@ class PEFTFineTune(ContrastiveFineTune):
         )
         self.save_hyperparameters()
         self.adapter_config = {**DEFAULT_ADAPTER, **dict(adapter or {})}
-        targets = {**DEFAULT_TARGETS.get(type(self.backbone).__name__, {}), **dict(target_modules or {})}
-        if "image" in towers and targets.get("image") == [] and not (target_modules or {}).get("image"):
+        targets = _targets(type(self.backbone).__name__, target_modules, towers)
+        given_image = isinstance(target_modules, str) or bool(dict(target_modules or {}).get("image"))
+        if "image" in towers and targets.get("image") == [] and not given_image:
             targets["image"] = pointwise_convolutions(self.backbone.image_tower)
         self._tuners: list[Any] = []  # peft's tuner wrappers (not submodules: their weights are the towers')
         for tower in towers:
@@ -114,6 +140,24 @@ class PEFTFineTune(ContrastiveFineTune):
         hparams = {k: v for k, v in dict(self.hparams).items() if k not in _OWN_ARGS}
         hparams["freeze_logit_scale"] = True
         return "clipft.methods.contrastive_finetune.ContrastiveFineTune", hparams, merged.state_dict()
+
+
+def _targets(backbone: str, target_modules: Any, towers: Sequence[str]) -> dict[str, list[str]]:
+    """``{tower: module-name suffixes}``: the backbone's defaults, the ``qkv`` preset, or given per tower."""
+    if isinstance(target_modules, str):
+        if target_modules != "qkv":
+            raise ConfigError(f"target_modules={target_modules!r}: give qkv or {{image: [...], text: [...]}}")
+        preset = QKV_TARGETS.get(backbone, {})
+        for tower in towers:
+            if not preset.get(tower):
+                raise ConfigError(
+                    f"target_modules=qkv: the {tower} tower of {backbone} has no separate query/key/value projections "
+                    f"(known: {sorted(QKV_TARGETS)}); set target_modules={{{tower}: [module name suffixes]}} "
+                    "or leave the tower out of adapt_towers"
+                )
+        return {tower: list(names) for tower, names in preset.items()}
+    given = {str(k): list(v) for k, v in dict(target_modules or {}).items()}
+    return {**DEFAULT_TARGETS.get(backbone, {}), **given}
 
 
 def pointwise_convolutions(tower: torch.nn.Module) -> list[str]:

@@ -12,13 +12,13 @@ or timm model and the weights are safetensors.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from clipft.errors import CheckpointError, ConfigError
+from clipft.utils.file_gate import gate_file_config, read_json_mapping
 
 CONFIG_NAME = "clipft_backbone.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -35,12 +35,10 @@ def read_folder_config(path: str | Path) -> dict[str, Any]:
             f"name_or_path={str(path)!r} is not a clipft backbone folder (no {CONFIG_NAME}); "
             "write one with python -m clipft.cli.export_backbone CKPT OUT"
         )
-    try:
-        config = json.loads(file.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{str(file)!r} cannot be read as JSON ({exc})") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ConfigError(f"{str(file)!r} is not a {FORMAT} config (format={config.get('format') if isinstance(config, dict) else None!r})")
+    config = read_json_mapping(file, ConfigError)
+    if config.get("format") != FORMAT:
+        raise ConfigError(f"{str(file)!r} is not a {FORMAT} config (format={config.get('format')!r})")
+    gate_file_config(config, str(file), "plain", CONFIG_NAME)  # the one gate: plain data, bounded sizes, no code
     for key in ("image_tower", "embed_dim", "preprocessing"):
         if key not in config:
             raise ConfigError(f"{str(file)!r} lacks {key!r}")

@@ -73,6 +73,8 @@ class DualEncoderBackbone(TokenEmbeddingPath, nn.Module):
         if int(embed_dim) < 1:
             raise ConfigError(f"embed_dim must be positive, got {embed_dim}")
         check_image_size(image_size, "image_size")
+        check_keys(build_image_tower, image_tower, "image_tower")
+        check_keys(HFTextTower, text_tower, "text_tower")
         self.tower_spec = {"image_tower": dict(image_tower), "text_tower": dict(text_tower)}
         self.visual = build_image_tower(**image_tower)
         self.text = HFTextTower(**text_tower)
@@ -159,3 +161,13 @@ def _seeded_linear(in_dim: int, out_dim: int, generator: torch.Generator) -> nn.
     with torch.no_grad():
         layer.weight.copy_(torch.randn(out_dim, in_dim, generator=generator) / math.sqrt(in_dim))
     return layer
+
+
+def check_keys(builder: Any, settings: dict[str, Any], name: str) -> None:
+    """Every key of ``settings`` is an argument of ``builder``: one line naming the unknown ones (not a TypeError)."""
+    import inspect
+
+    accepted = [p for p in inspect.signature(builder).parameters if p not in ("self", "args", "kwargs")]
+    unknown = sorted(str(k) for k in settings if k not in accepted)
+    if unknown:
+        raise ConfigError(f"{name} has unknown key(s) {unknown}; accepted: {accepted}")

@@ -15,6 +15,7 @@ from torch import nn
 
 from clipft.errors import ConfigError
 from clipft.models.contract import TokenEmbeddingPath
+from clipft.models.remote_code import check_hf_folder
 from clipft.models.hf_clip import OPENAI_MEAN, OPENAI_STD, _load_pretrained_tokenizer, _load_processor_config, _processor_size
 from clipft.utils.arguments import check_image_size
 
@@ -46,6 +47,7 @@ class HFAutoBackbone(TokenEmbeddingPath, nn.Module):
         from transformers import AutoModel
 
         check_image_size(image_size, "image_size")
+        check_hf_folder(str(name_or_path), bool(trust_remote_code))
         try:
             self.model = AutoModel.from_pretrained(str(name_or_path), trust_remote_code=bool(trust_remote_code), revision=revision)
         except ValueError as exc:
@@ -60,10 +62,10 @@ class HFAutoBackbone(TokenEmbeddingPath, nn.Module):
         for method in ("get_image_features", "get_text_features"):
             if not callable(getattr(self.model, method, None)):
                 raise ConfigError(f"{name_or_path!r} ({type(self.model).__name__}) has no {method}(): not an image-text dual encoder")
-        self.tokenizer = _load_pretrained_tokenizer(str(name_or_path), revision)
+        self.tokenizer = _load_pretrained_tokenizer(str(name_or_path), revision, bool(trust_remote_code))
         self.visual = _tower(self.model, IMAGE_TOWERS, "image", name_or_path)
         self.text = _tower(self.model, TEXT_TOWERS, "text", name_or_path)
-        processor = _load_processor_config(str(name_or_path), revision)
+        processor = _load_processor_config(str(name_or_path), revision, trust_remote_code=bool(trust_remote_code))
         self.preprocessing = {
             "image_size": int(image_size or _processor_size(processor) or 224),
             "mean": [float(x) for x in (image_mean or processor.get("image_mean") or OPENAI_MEAN)],

@@ -16,7 +16,9 @@ from torch import nn
 
 from clipft.errors import ConfigError
 from clipft.models.contract import TokenEmbeddingPath
+from clipft.models.remote_code import check_hf_folder
 from clipft.utils.arguments import check_image_size
+from clipft.utils.size_limits import check_sizes
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -45,6 +47,7 @@ class HFCLIPBackbone(TokenEmbeddingPath, nn.Module):
         revision: str | None = None,
         gradient_checkpointing: bool = False,
         attn_implementation: str | None = "sdpa",
+        trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
         from transformers import CLIPModel
@@ -57,13 +60,15 @@ class HFCLIPBackbone(TokenEmbeddingPath, nn.Module):
         processor_cfg: dict[str, Any] = {}
         if name_or_path is not None:
             name_or_path = str(name_or_path)
-            self.model = _load_pretrained(CLIPModel, name_or_path, revision, attn_implementation)
-            self.tokenizer = _load_pretrained_tokenizer(name_or_path, revision)
-            processor_cfg = _load_processor_config(name_or_path, revision)
+            trust = bool(trust_remote_code)
+            self.model = _load_pretrained(CLIPModel, name_or_path, revision, attn_implementation, trust)
+            self.tokenizer = _load_pretrained_tokenizer(name_or_path, revision, trust)
+            processor_cfg = _load_processor_config(name_or_path, revision, trust_remote_code=trust)
         else:
             from clipft.models.byte_tokenizer import byte_level_tokenizer
             from clipft.models.tiny_clip import build_clip_config
 
+            check_sizes(dict(config), "config")  # before allocating what a (file's) config describes
             clip_config = build_clip_config(dict(config))
             if attn_implementation:
                 clip_config._attn_implementation = attn_implementation
@@ -157,24 +162,28 @@ def _offline_hint(name_or_path: str) -> str:
     )
 
 
-def _load_pretrained(cls: Any, name_or_path: str, revision: str | None, attn_implementation: str | None):
-    kwargs: dict[str, Any] = {"revision": revision}
+def _load_pretrained(
+    cls: Any, name_or_path: str, revision: str | None, attn_implementation: str | None, trust_remote_code: bool = False
+):
+    kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": bool(trust_remote_code)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     local = Path(os.path.expanduser(name_or_path))
     if local.exists() and not (local / "config.json").exists():
         raise ConfigError(f"name_or_path={name_or_path!r} is a folder but holds no config.json")
+    check_hf_folder(local, trust_remote_code)  # before transformers reads it: no prompt, no code, bounded sizes
     try:
         return cls.from_pretrained(str(local) if local.exists() else name_or_path, **kwargs)
     except (OSError, ValueError) as exc:
         raise ConfigError(_offline_hint(name_or_path) + f" ({type(exc).__name__}: {exc})") from exc
 
 
-def _load_pretrained_tokenizer(name_or_path: str, revision: str | None):
+def _load_pretrained_tokenizer(name_or_path: str, revision: str | None, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    check_hf_folder(name_or_path, trust_remote_code)
     try:
-        return AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+        return AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=bool(trust_remote_code))
     except (OSError, ValueError) as exc:
         raise ConfigError(
             f"{name_or_path!r} has CLIP weights but no usable tokenizer files "
@@ -182,7 +191,9 @@ def _load_pretrained_tokenizer(name_or_path: str, revision: str | None):
         ) from exc
 
 
-def _load_processor_config(name_or_path: str, revision: str | None, processor: str = "CLIPImageProcessor") -> dict[str, Any]:
+def _load_processor_config(
+    name_or_path: str, revision: str | None, processor: str = "CLIPImageProcessor", trust_remote_code: bool = False
+) -> dict[str, Any]:
     """The checkpoint's image-processor settings, or {} when it ships none (defaults apply).
 
     ``processor``: the transformers class that reads them (``AutoImageProcessor`` for other families).
@@ -190,7 +201,8 @@ def _load_processor_config(name_or_path: str, revision: str | None, processor: s
     import transformers
 
     try:
-        return getattr(transformers, processor).from_pretrained(name_or_path, revision=revision).to_dict()
+        loader = getattr(transformers, processor)
+        return loader.from_pretrained(name_or_path, revision=revision, trust_remote_code=bool(trust_remote_code)).to_dict()
     except (OSError, ValueError):
         return {}
 

@@ -17,7 +17,9 @@ from torch import nn
 
 from clipft.errors import ConfigError
 from clipft.models.contract import TokenEmbeddingPath
+from clipft.models.remote_code import RemoteCodeRefused, check_hf_folder, remote_code_off
 from clipft.utils.arguments import check_image_size
+from clipft.utils.file_gate import gate_file_config, read_json_mapping
 
 
 class OpenCLIPBackbone(TokenEmbeddingPath, nn.Module):
@@ -39,12 +41,16 @@ class OpenCLIPBackbone(TokenEmbeddingPath, nn.Module):
 
         name = str(model_name)
         if Path(name).expanduser().is_dir():
+            check_local_dir(Path(name).expanduser())
             name = f"local-dir:{Path(name).expanduser()}"
         try:
-            self.model = open_clip.create_model(
-                name, pretrained=pretrained, cache_dir=cache_dir, force_quick_gelu=force_quick_gelu
-            )
-            self.tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)
+            with remote_code_off():  # open_clip's HF text tower and tokenizer never run a folder's code
+                self.model = open_clip.create_model(
+                    name, pretrained=pretrained, cache_dir=cache_dir, force_quick_gelu=force_quick_gelu
+                )
+                self.tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)
+        except RemoteCodeRefused:
+            raise
         except Exception as exc:  # noqa: BLE001 - unknown name/tag, no network, bad file all end here
             raise ConfigError(
                 f"open_clip model {model_name!r} (pretrained={pretrained!r}) could not be built: {exc}. Check the "
@@ -138,3 +144,17 @@ def save_tiny_open_clip(out_dir: str | Path, seed: int = 0) -> Path:
     model = open_clip.CLIP(**TINY_OPEN_CLIP_CONFIG)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / "open_clip_model.safetensors"))
     return out_dir
+
+
+def check_local_dir(folder: Path) -> None:
+    """A ``local-dir`` model: its ``open_clip_config.json`` passes the one gate, and an HF text tower it
+    names as a local folder may not run its own code (:mod:`clipft.models.remote_code`)."""
+    config_file = folder / "open_clip_config.json"
+    if not config_file.is_file():
+        return  # open_clip's own error names what is missing
+    config = gate_file_config(read_json_mapping(config_file, ConfigError), str(config_file), "plain", "open_clip_config")
+    text_cfg = (config.get("model_cfg") or {}).get("text_cfg") or {}
+    hf_name = text_cfg.get("hf_model_name") if isinstance(text_cfg, dict) else None
+    if isinstance(hf_name, str):
+        local = Path(hf_name).expanduser()
+        check_hf_folder(local if local.is_absolute() else folder / local, what="open_clip HF text tower")

@@ -75,18 +75,22 @@ class HFTextTower(nn.Module):
         max_length: token limit of the prompts.
     """
 
-    def __init__(self, name_or_path: str, max_length: int = 64) -> None:
+    def __init__(self, name_or_path: str, max_length: int = 64, trust_remote_code: bool = False) -> None:
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
+
+        from clipft.models.remote_code import check_hf_folder
 
         name_or_path = resolve_package_path(str(name_or_path))
         local = Path(os.path.expanduser(name_or_path))
         source = str(local) if local.exists() else str(name_or_path)
         if local.exists() and not (local / "config.json").is_file():
             raise ConfigError(f"text tower {str(name_or_path)!r} is a folder without config.json (not a HF model folder)")
+        check_hf_folder(local if local.exists() else None, trust_remote_code, "text tower")
+        trust = bool(trust_remote_code)
         try:
-            self.model = AutoModel.from_pretrained(source)
-            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            self.model = AutoModel.from_pretrained(source, trust_remote_code=trust)
+            self.tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust)
         except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"text tower {str(name_or_path)!r} could not be loaded: not a local HF folder and not reachable "

@@ -50,3 +50,19 @@ def resume_study(impl: Any) -> None:
         log.info("study %r in %s: %d trials already ended, %d to go of n_trials=%d",
                  impl.study_name, impl.storage, done, remaining, impl.n_trials)
         impl.n_trials = remaining
+
+
+def storage_error_line(storage: Any, exc: BaseException) -> str | None:
+    """One line for a study file that cannot be used (corrupted, locked, not SQLite); None: another error."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    modules = {cls.__module__.split(".")[0] for cls in type(exc).__mro__}
+    if not ({"sqlalchemy", "sqlite3"} & modules or "StorageInternalError" in names or "DatabaseError" in names):
+        return None
+    path = sqlite_file(storage)
+    where = repr(str(path)) if path is not None else repr(str(storage))
+    reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:160]
+    return (
+        f"the Optuna study storage {where} cannot be used ({type(exc).__name__}: {reason}); if another sweep holds it, "
+        "wait for it; if the file is damaged, move it away (the study restarts) or set "
+        "hydra.sweeper.storage=sqlite:///NEW.db / hydra.sweeper.study_name=NEW"
+    )

@@ -5,8 +5,9 @@ Unless the command line chooses the data (``data=...`` or ``experiment=...``), i
 replaces the composed default, and the command line's ``data.*`` overrides are applied on top
 (``data.batch_size=32``, ``data.root=/moved/here``).
 
-The file is read with ``yaml.safe_load`` and its ``_target_`` must name one of clipft's own
-datamodules: a config file never chooses what code runs (the same rule as for checkpoints).
+The file is read with ``yaml.safe_load`` and its ``data`` node passes the one gate
+(:mod:`clipft.utils.file_gate`): its ``_target_`` names one of clipft's own datamodules and nothing
+below it chooses code, so a config file never decides what runs (the rule for checkpoints too).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from clipft.errors import CheckpointError
+from clipft.utils.file_gate import gate_file_config, read_yaml_mapping
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,11 @@ def known_datamodules() -> set[str]:
     classes.add(StreamingDataModule)
     names = {f"{cls.__module__}.{cls.__qualname__}" for cls in classes}
     return names | {f"clipft.data.{cls.__qualname__}" for cls in classes if getattr(data, cls.__qualname__, None) is cls}
+
+
+def gate_data_node(data: Any, source: str, trust: bool = False) -> dict[str, Any]:
+    """A ``data`` node read from a file, through the one gate: a clipft datamodule, plain arguments."""
+    return gate_file_config(data, source, "datamodule", "data", root_targets=known_datamodules(), trust=trust)
 
 
 def run_config_of(ckpt_path: str) -> Path | None:
@@ -65,19 +71,13 @@ def with_data_of_checkpoint_run(cfg: DictConfig, overrides: list[str] | None = N
     if config_file is None:
         log.info("no config.yaml beside %s's run: evaluating on the composed data config", ckpt_path)
         return cfg
-    try:
-        run_cfg = yaml.safe_load(config_file.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise CheckpointError(f"cannot read {str(config_file)!r} ({exc}); pass the data explicitly (data=...)") from None
-    data = run_cfg.get("data") if isinstance(run_cfg, dict) else None
+    run_cfg = read_yaml_mapping(config_file, CheckpointError)
+    data = run_cfg.get("data")
     if not isinstance(data, dict):
         return cfg
-    target = data.get("_target_")
-    if target not in known_datamodules():
-        raise CheckpointError(
-            f"{str(config_file)!r} names data._target_={target!r}, which is not one of clipft's datamodules; "
-            "a config file may not choose code to run. Pass the data explicitly (data=...)"
-        )
+    # the one gate (clipft.utils.file_gate): a datamodule at the root, nothing that chooses code below it
+    gate_data_node(data, str(config_file), trust=bool(cfg.get("trust_checkpoint", False)))
+    target = data["_target_"]
     node: Any = OmegaConf.create(data)
     for override in parsed:  # the command line's data.* values on top (deletions are not carried over)
         key = override.key_or_group

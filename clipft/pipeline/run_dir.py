@@ -28,6 +28,7 @@ from clipft.errors import CheckpointError, ConfigError
 from clipft.methods.legacy import upgrade_checkpoint
 from clipft.methods.loading import read_checkpoint
 from clipft.pipeline.launch import is_global_zero_process
+from clipft.utils.file_gate import gate_file_config
 from clipft.utils.io import append_json_line, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -232,6 +233,9 @@ def check_resumable(path: Path, cfg: DictConfig) -> list[str] | None:
             f"{str(path)!r} holds weights only, no training state to resume; use init_from={str(path)!r} "
             "to start a new run from its weights"
         )
+    # the one gate, though a resume builds nothing from them: a tampered file is refused, not half-used
+    gate_file_config(ckpt.get("hyper_parameters") or {}, str(path), "module", "hyper_parameters",
+                     trust=bool(cfg.get("trust_checkpoint", False)))
     recorded = str((ckpt.get("clipft") or {}).get("module", ""))
     upgraded, _ = upgrade_checkpoint(recorded, dict(ckpt.get("hyper_parameters") or {}))  # clipft 0.1 names
     target = str(OmegaConf.select(cfg, "model._target_", default="") or "")
@@ -257,10 +261,10 @@ def claim_run_dir(output_dir: Path, task: str = "train", takeover: bool = False)
     """Mark ``output_dir`` as this process's; refuse if another live process on this host holds it."""
     if not is_global_zero_process():
         return  # a DDP child rank: rank 0 owns the directory it shares (clipft.pipeline.launch)
-    output_dir.mkdir(parents=True, exist_ok=True)
     marker = output_dir / CLAIM_NAME
     mine = {"pid": os.getpid(), "host": socket.gethostname(), "task": task, "started": time.time()}
     try:
+        output_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
         owner = _read_claim(marker)
@@ -273,6 +277,11 @@ def claim_run_dir(output_dir: Path, task: str = "train", takeover: bool = False)
             log.warning("run directory %s was used by an earlier run (pid %s); its files may be overwritten", output_dir, owner.get("pid"))
         atomic_write_json(marker, mine)
         return
+    except OSError as exc:  # read-only, not a folder, permission denied: one line naming the folder
+        raise ConfigError(
+            f"run directory {str(output_dir)!r} cannot be written ({exc.strerror or exc}); set hydra.run.dir "
+            "(or hydra.sweep.dir) to a folder you can write, or fix its permissions"
+        ) from None
     with os.fdopen(fd, "w") as fh:
         json.dump(mine, fh)
 

@@ -1,14 +1,16 @@
 """Model soups (Wortsman et al., ICML 2022): average the fine-tuned weights of one sweep.
 
-    python -m clipft.soup SWEEP_DIR [--greedy] [--out SOUP_DIR]
+    python -m clipft.soup SWEEP_DIR [--greedy [--keep-ties]] [--out SOUP_DIR] [--trust-checkpoint]
 
 ``SWEEP_DIR`` is a ``-m`` multirun folder (or any folder of run directories). Every run's
 ``checkpoints/best.ckpt`` is an ingredient. They must share the method, the classes and the
 starting model (the backbone config), so their weights lie in one basin; anything else is
 refused with the reason. The **uniform** soup averages every ingredient. The **greedy** soup
 (``--greedy``) orders them by val accuracy and adds each one only if the soup's val accuracy
-does not drop (the paper's Algorithm 1, ``>=``), so it is never worse on val than its best
-ingredient. The result is a checkpoint that ``eval.py ckpt_path=`` and the CLIs load like any
+improves, as the reference code does (github.com/mlfoundations/model-soups @d5398f1: main.py:152-153
+order ties by reversed name order, main.py:181 keeps on ``>``); ``--keep-ties`` keeps an ingredient
+on a tie too (the paper's Algorithm 1, ``>=``: clipft's rule before). Either way the soup is never
+worse on val than its best ingredient. The result is a checkpoint that ``eval.py ckpt_path=`` and the CLIs load like any
 other, plus ``soup.md`` / ``soup.json``: each ingredient's val accuracy against the soup's.
 Val is the first run's own validation split, rebuilt from its ``config.yaml``.
 """
@@ -76,18 +78,22 @@ def average_state_dicts(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, 
 class ValScorer:
     """Val accuracy of a state dict, in one module rebuilt from the first ingredient (data from its run's config)."""
 
-    def __init__(self, ckpt_path: Path) -> None:
+    def __init__(self, ckpt_path: Path, trust: bool = False) -> None:
         from omegaconf import OmegaConf
 
         from clipft.evaluation.inference import loader_predictions, model_preprocessing
         from clipft.methods.loading import load_module
         from clipft.pipeline.building import build_datamodule
+        from clipft.pipeline.run_data import gate_data_node
+        from clipft.utils.file_gate import read_yaml_mapping
 
         config = ckpt_path.parent.parent / "config.yaml"
         if not config.is_file():
             raise DataError(f"{config} is missing: the soup rebuilds the val split from the run's config")
-        self.module = load_module(ckpt_path)
-        self.datamodule = build_datamodule(OmegaConf.load(config))
+        self.module = load_module(ckpt_path, trust_checkpoint=trust)
+        data = read_yaml_mapping(config, CheckpointError).get("data")
+        gate_data_node(data, str(config), trust=trust)  # the one gate: a run's config.yaml chooses no code
+        self.datamodule = build_datamodule(OmegaConf.create({"data": data}))
         self.datamodule.prepare_data()
         self.datamodule.setup("fit")
         if not self.datamodule.val_samples:
@@ -101,13 +107,21 @@ class ValScorer:
         return float((probs.argmax(-1) == targets).float().mean())
 
 
-def make_soup(sweep_dir: str | Path, out_dir: str | Path, greedy: bool = False) -> dict[str, Any]:
+def greedy_order(scores: Sequence[float]) -> list[int]:
+    """Best val first; ties in reverse name order, as the reference sorts ascending and reverses
+    (model-soups @d5398f1 main.py:152-153)."""
+    return sorted(range(len(scores)), key=lambda i: scores[i])[::-1]
+
+
+def make_soup(
+    sweep_dir: str | Path, out_dir: str | Path, greedy: bool = False, keep_ties: bool = False, trust: bool = False
+) -> dict[str, Any]:
     paths = find_ingredients(sweep_dir)
     checkpoints = [read_checkpoint(p) for p in paths]
     check_compatible(checkpoints, paths)
-    scorer = ValScorer(paths[0])
+    scorer = ValScorer(paths[0], trust=trust)
     scores = [scorer(c["state_dict"]) for c in checkpoints]
-    order = sorted(range(len(paths)), key=lambda i: -scores[i])
+    order = greedy_order(scores)
     rows = [{"ingredient": str(paths[i]), "val_accuracy": scores[i]} for i in order]
     uniform = average_state_dicts([c["state_dict"] for c in checkpoints])
     report: dict[str, Any] = {"ingredients": rows, "uniform": {"val_accuracy": scorer(uniform), "members": len(paths)}}
@@ -118,11 +132,14 @@ def make_soup(sweep_dir: str | Path, out_dir: str | Path, greedy: bool = False) 
         for i in order[1:]:
             candidate = average_state_dicts([checkpoints[j]["state_dict"] for j in [*members, i]])
             acc = scorer(candidate)
-            if acc >= best:
+            if acc > best or (keep_ties and acc == best):
                 members.append(i)
                 best = acc
         state = average_state_dicts([checkpoints[j]["state_dict"] for j in members])
-        report["greedy"] = {"val_accuracy": best, "members": len(members), "kept": [str(paths[j]) for j in members]}
+        report["greedy"] = {
+            "val_accuracy": best, "members": len(members), "kept": [str(paths[j]) for j in members],
+            "tie_rule": ">=" if keep_ties else ">",
+        }
     kind = "greedy" if greedy else "uniform"
     out_dir = Path(out_dir)
     soup = dict(checkpoints[members[0]])
@@ -150,13 +167,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clipft.soup", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", help="a multirun folder whose runs fine-tuned one model (checkpoints/best.ckpt each)")
     parser.add_argument("--greedy", action="store_true", help="greedy soup: add ingredients by val accuracy, keep those that do not hurt val")
+    parser.add_argument(
+        "--keep-ties", action="store_true",
+        help="greedy: keep an ingredient that ties the soup's val accuracy (the paper's >=; default: the reference code's >)",
+    )
     parser.add_argument("--out", help="output folder (default: SWEEP_DIR/soup_uniform or soup_greedy)")
+    parser.add_argument(
+        "--trust-checkpoint", action="store_true",
+        help="DANGEROUS: build whatever the runs' checkpoints and config.yaml name (only for files you trust)",
+    )
     args = parser.parse_args(argv)
     out = args.out or str(Path(args.sweep_dir) / ("soup_greedy" if args.greedy else "soup_uniform"))
     try:
-        report = make_soup(args.sweep_dir, out, args.greedy)
+        report = make_soup(args.sweep_dir, out, args.greedy, keep_ties=args.keep_ties, trust=args.trust_checkpoint)
     except ClipftError as exc:
-        print(f"clipft error: {exc}", file=sys.stderr)
+        print(f"clipft error: {' '.join(str(exc).splitlines())}", file=sys.stderr)
         return 1
     print(soup_table(report), end="")
     print(json.dumps({"checkpoint": report["checkpoint"]}))

@@ -58,7 +58,7 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("init_from"):
         from clipft.pipeline.warm_start import init_weights_from
 
-        init_weights_from(model, cfg.init_from)
+        init_weights_from(model, cfg.init_from, trust=bool(cfg.get("trust_checkpoint", False)))
     datamodule.configure_preprocessing(**getattr(model, "preprocessing", {}))
 
     loggers = build_loggers(cfg)

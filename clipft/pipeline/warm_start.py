@@ -15,17 +15,20 @@ from lightning import LightningModule
 from clipft.errors import CheckpointError
 from clipft.methods.loading import read_checkpoint
 from clipft.pipeline.evaluate import check_classes
+from clipft.utils.file_gate import gate_file_config
 
 log = logging.getLogger(__name__)
 
 IGNORED_MISSING = ("position_ids",)  # buffers some transformers versions do not save
 
 
-def init_weights_from(model: LightningModule, path: str | Path) -> LightningModule:
+def init_weights_from(model: LightningModule, path: str | Path, trust: bool = False) -> LightningModule:
     """Load ``path``'s ``state_dict`` into ``model`` in place; fail clearly on other classes or other weights."""
     ckpt = read_checkpoint(path)
     if "state_dict" not in ckpt:
         raise CheckpointError(f"init_from={str(path)!r} holds no 'state_dict': not a Lightning checkpoint")
+    # the one gate, though only the weights are used: a tampered file is refused, not half-used
+    gate_file_config(ckpt.get("hyper_parameters") or {}, str(path), "module", "hyper_parameters", trust=trust)
     ckpt_classes = (ckpt.get("hyper_parameters") or {}).get("class_names")
     if ckpt_classes is not None:
         check_classes(list(ckpt_classes), list(model.class_names), str(path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from clipft.errors import ConfigError
+from clipft.utils.size_limits import check_size
 
 
 def check_image_size(value: Any, name: str = "image_size") -> int | None:
@@ -13,4 +14,5 @@ def check_image_size(value: Any, name: str = "image_size") -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name}={value!r} is not allowed: expected an integer >= 1 (pixels) or null")
+    check_size("image_size", value, name)  # before any tensor of that size is allocated
     return value

@@ -155,7 +155,7 @@ def check_nested_targets(value: Any, where: str, source: str) -> None:
             target = value["_target_"]
             check_target_allowed(target, f"{where}._target_", source)
             params = {k: v for k, v in value.items() if isinstance(k, str) and not k.startswith("_")}
-            check_arguments(_resolve_registered(target), params, where, source, partial=True)
+            check_arguments(resolve_registered(target), params, where, source, partial=True)
         for key, item in value.items():
             check_nested_targets(item, f"{where}.{key}", source)
     elif isinstance(value, (list, tuple)):
@@ -178,24 +178,7 @@ def check_arguments(target: Any, params: Mapping[str, Any], where: str, source: 
         ) from None
 
 
-def check_checkpoint(meta_module: Any, hparams: Any, source: str) -> Any:
-    """The whole check of a file's module name and hyper-parameters; returns the module class."""
-    if not isinstance(meta_module, str) or meta_module not in MODULE_TARGETS:
-        raise UntrustedCheckpointError(
-            f"{source!r} names the module {meta_module!r}, which is not one of clipft's LightningModules "
-            f"({', '.join(sorted(m for m in MODULE_TARGETS if m.count('.') == 2))}); {TRUST_HINT}"
-        )
-    if not isinstance(hparams, Mapping):
-        raise UntrustedCheckpointError(f"{source!r}: hyper_parameters is a {type(hparams).__name__}, not a mapping; {TRUST_HINT}")
-    check_plain_data(hparams, "hyper_parameters", source)
-    check_no_remote_code(hparams, "hyper_parameters", source)
-    check_nested_targets(hparams, "hyper_parameters", source)
-    cls = _resolve_registered(meta_module)
-    check_arguments(cls, hparams, "hyper_parameters", source)
-    return cls
-
-
-def _resolve_registered(target: str) -> Any:
+def resolve_registered(target: str) -> Any:
     from clipft.utils.locate import locate
 
     return locate(target)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
-from clipft.pipeline.optuna_resume import resume_study
+from clipft.pipeline.optuna_resume import resume_study, storage_error_line
 from clipft.utils.quiet_logs import quiet_library_logs
 
 
@@ -13,5 +15,12 @@ class ResumableOptunaSweeper(OptunaSweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         quiet_library_logs()  # alembic's "Context impl SQLiteImpl" lines when the SQLite study opens
-        resume_study(self.sweeper)
-        return super().sweep(arguments)
+        try:
+            resume_study(self.sweeper)
+            return super().sweep(arguments)
+        except Exception as exc:  # a damaged or locked study file: one line naming it, not an 80-line trace
+            line = storage_error_line(self.sweeper.storage, exc)
+            if line is None:
+                raise
+            print(f"clipft error: {line}", file=sys.stderr)
+            raise SystemExit(1) from None
