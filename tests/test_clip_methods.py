@@ -126,7 +126,7 @@ def test_linear_probe_fits_separable_features_and_matches_sklearn(tiny_clip_dir)
 
 
 def test_lpft_starts_from_the_probe_head(tiny_clip_dir, tmp_path):
-    probe = CLIPLinearProbe(CLASSES, clip=clip_cfg(tiny_clip_dir))
+    probe = CLIPLinearProbe(CLASSES, clip=clip_cfg(tiny_clip_dir), feature_norm="l2")
     with torch.no_grad():
         probe.head.weight.normal_()
         probe.head.bias.normal_()
