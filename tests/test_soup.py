@@ -66,3 +66,29 @@ def test_runs_from_another_model_or_other_classes_are_refused(sweep, tmp_path):
     torch.save(ckpt, ckpt_path)
     with pytest.raises(CheckpointError, match="another method"):
         make_soup(mixed, tmp_path / "s")
+
+
+def test_greedy_soup_follows_the_reference_code_on_ties(sweep, tmp_path, monkeypatch):
+    """mlfoundations/model-soups @d5398f1 main.py:152-153 (sort ascending, reverse: ties in reversed name order)
+    and main.py:181 (keep an ingredient only if val improves, ``>``); ``--keep-ties`` is the paper's ``>=``."""
+    import operator
+
+    from clipft.pipeline import soup
+
+    class Tie:  # every soup and ingredient scores the same: each decision is a tie
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __call__(self, state):
+            return 0.5
+
+    monkeypatch.setattr(soup, "ValScorer", Tie)
+    scores = [0.5, 0.7, 0.5, 0.7]
+    reference = sorted(dict(enumerate(scores)).items(), key=operator.itemgetter(1))
+    reference.reverse()
+    assert soup.greedy_order(scores) == [i for i, _ in reference] == [3, 1, 2, 0]
+    strict = make_soup(sweep, tmp_path / "strict", greedy=True)
+    assert strict["greedy"]["members"] == 1 and strict["greedy"]["tie_rule"] == ">"
+    assert strict["greedy"]["kept"] == [str(sorted(sweep.glob("**/checkpoints/best.ckpt"))[-1])]  # last name first on a tie
+    loose = make_soup(sweep, tmp_path / "loose", greedy=True, keep_ties=True)
+    assert loose["greedy"]["members"] == 3 and loose["greedy"]["tie_rule"] == ">="
