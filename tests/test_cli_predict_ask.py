@@ -111,3 +111,12 @@ def test_checkpoint_records_the_preprocessing_to_replay(colour_run):
     model = load_module(colour_run["ckpt"])
     assert model_preprocessing(model) == recorded
     assert model.class_names == COLOURS
+
+
+def test_the_demo_offers_only_options_it_honours():
+    """clipft-demo has no table to print as JSON and no batch to skip images in: its --help must not list them."""
+    from clipft.cli.demo import build_parser
+
+    text = build_parser().format_help()
+    assert "--ckpt" in text and "--trust-checkpoint" in text
+    assert "--json" not in text and "--on-bad-image" not in text

@@ -122,7 +122,9 @@ def test_overlays_and_grid_written(tmp_path):
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(p)
         paths.append(p)
     overlays = explain_paths(model, paths)
-    assert len(overlays) == 3 and overlays[0].shape == (64, 64, 3) and overlays[0].dtype == np.uint8
+    # 64 px model input, enlarged by a whole factor (4) so it reads in a ~500 px panel; each block is one model pixel
+    assert len(overlays) == 3 and overlays[0].shape == (256, 256, 3) and overlays[0].dtype == np.uint8
+    assert (overlays[0][::4, ::4] == overlays[0][3::4, 3::4]).all()
     probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
     out = save_gradcam_grid(model, paths, probs, torch.tensor([0, 0, 2]), ["a", "b", "c"], tmp_path / "grid.png", n=3)
     with Image.open(out) as im:

@@ -11,22 +11,29 @@ from typing import Any
 from clipft.errors import ClipftError
 
 
-def add_model_args(parser: argparse.ArgumentParser) -> None:
+def add_model_args(parser: argparse.ArgumentParser, batch_output: bool = True) -> None:
+    """The checkpoint options every CLI takes; ``batch_output``: also ``--json`` and ``--on-bad-image``
+    (the batch CLIs; the demo app has neither)."""
     parser.add_argument("--ckpt", required=True, help="a clipft checkpoint, e.g. outputs/RUN/TIME/checkpoints/best.ckpt")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
+    if batch_output:
+        add_batch_output_args(parser)
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="DANGEROUS: build whatever the checkpoint names, even outside clipft's registry (a crafted file can run "
+        "any code this way); only for files from a source you trust",
+    )
+
+
+def add_batch_output_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object per line instead of a table")
     parser.add_argument(
         "--on-bad-image",
         choices=("error", "skip"),
         default="error",
         help="an image that cannot be decoded: stop with its name (error, default) or leave it out and list it (skip)",
-    )
-    parser.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help="DANGEROUS: build whatever the checkpoint names, even outside clipft's registry (a crafted file can run "
-        "any code this way); only for files from a source you trust",
     )
 
 

@@ -116,7 +116,7 @@ def build_app(backend: DemoBackend, example: str | None = None, example_query: s
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipft-demo", description=__doc__.splitlines()[0])
-    add_model_args(parser)
+    add_model_args(parser, batch_output=False)  # no --json / --on-bad-image: the app shows its own errors
     parser.add_argument("--images", metavar="DIR", help="a folder to search with free text (CLIP-style checkpoints)")
     parser.add_argument("--example", metavar="IMAGE", help="an image shown and classified when the page opens")
     parser.add_argument("--example-query", metavar="TEXT", help="a search shown and answered when the page opens")

@@ -128,14 +128,25 @@ def overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
     return show_cam_on_image(image, cam, use_rgb=True)
 
 
+MIN_OVERLAY_SIDE = 224
+
+
+def enlarge(image: np.ndarray, min_side: int = MIN_OVERLAY_SIDE) -> np.ndarray:
+    """``image`` scaled by a whole factor (nearest neighbour: the model's own pixels, not smoothed ones) until
+    its short side reaches ``min_side``: a 32 px overlay is unreadable in a ~500 px panel."""
+    factor = max(1, -(-min_side // max(1, min(image.shape[:2]))))
+    return image if factor == 1 else np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
 def explain_paths(
-    module: nn.Module, paths: Sequence[str | os.PathLike], target_classes: Sequence[int] | None = None
+    module: nn.Module, paths: Sequence[str | os.PathLike], target_classes: Sequence[int] | None = None,
+    min_side: int = MIN_OVERLAY_SIDE,
 ) -> list[np.ndarray]:
-    """One uint8 overlay per image path."""
+    """One uint8 overlay per image path, at least ``min_side`` pixels on its short side."""
     transform = eval_transform(module)
     pixels = torch.stack([transform(load_rgb(p)) for p in paths])
     cams = compute_cams(module, pixels, target_classes)
-    return [overlay(img, cam) for img, cam in zip(display_images(module, paths), cams)]
+    return [enlarge(overlay(img, cam), min_side) for img, cam in zip(display_images(module, paths), cams)]
 
 
 def select_examples(probs: torch.Tensor, targets: torch.Tensor, n: int) -> list[int]:
