@@ -5,7 +5,9 @@ walks the given folders (or ``metrics.json`` files), reads each run's metrics an
 record (``.hydra/hydra.yaml``: which experiment, model and data it composed), and prints one
 markdown table: method, data, split, epochs, val/test accuracy, macro-F1, ECE, time.
 Runs that started but left no ``metrics.json`` (crashed, killed, still running) are listed
-with their status instead of being silently dropped. Imports no Hydra: it reads files only.
+with their status instead of being silently dropped; ``debug=...`` / ``fast_dev_run`` runs are listed
+with status ``debug`` (their numbers come from one batch or epoch). When the listed runs differ in
+their overrides (a sweep), the ``swept`` column shows only what differs (all of them: ``--columns ...,overrides``). Imports no Hydra: it reads files only.
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ def percent_column_names() -> tuple[str, ...]:
     return ("val_acc", *percent_columns("test"))
 
 INTEGER_COLUMNS = ("rank", "image_size", "n_train", "n_val", "n_test", "epochs")
-TEXT_HEADERS = ("method", "model", "data", "split", "status", "overrides", "run_dir", "seeds")
+TEXT_HEADERS = ("method", "model", "data", "split", "status", "overrides", "swept", "run_dir", "seeds")
+# the column shown by default when the listed runs differ in their overrides (a sweep's swept values)
+SWEPT_COLUMN = "swept"
 DEDUPE_NAMES = {"none": "random", "group": "dup-grouped", "drop": "deduped"}
 
 
@@ -146,8 +150,14 @@ def describe_split(data_cfg: dict[str, Any], split_report: dict[str, Any]) -> st
     return text
 
 
+def is_debug_run(config: dict[str, Any], choices: dict[str, Any]) -> bool:
+    """A ``debug=...`` or ``trainer.fast_dev_run`` run: its numbers come from a batch or an epoch, not a result."""
+    trainer = config.get("trainer") or {}
+    return bool(trainer.get("fast_dev_run")) or choices.get("debug") not in (None, "null", "")
+
+
 def run_row(run_dir: str | Path) -> dict[str, Any]:
-    """One table row for a run directory (status ``ok``, ``failed`` or ``incomplete``)."""
+    """One table row for a run directory (status ``ok``, ``debug``, ``failed`` or ``incomplete``)."""
     run_dir = Path(run_dir)
     choices = hydra_choices(run_dir)
     metrics_path = run_dir / METRICS_FILE
@@ -175,7 +185,7 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
         "val_acc": summary.get("best_val_acc", summary.get("val_accuracy")),
         **table_values(summary, "test"),
         "time_s": metrics.get("duration_s"),
-        "status": "ok",
+        "status": "debug" if is_debug_run(config, choices) else "ok",
         "error": None,
         "seed": config.get("seed"),
         "draw": data_cfg.get("shot_seed") if data_cfg.get("shots") else None,  # which k-shot subset
@@ -218,6 +228,8 @@ def collect(paths: Iterable[str | Path], complete_only: bool = False) -> pd.Data
     """One row per run found under ``paths`` (see :func:`all_columns`), in path order."""
     rows = [run_row(d) for d in find_run_dirs(paths)]
     frame = pd.DataFrame(rows, columns=[*all_columns(), "error", "overrides", "run_dir", "summary", "seed", "draw"])
+    # what tells the listed runs apart (a sweep's swept values): shown by default (default_columns)
+    frame[SWEPT_COLUMN] = varying_overrides([_without_bookkeeping(o) for o in frame["overrides"]]) if len(frame) > 1 else ""
     if complete_only:
         frame = frame[frame["status"] == "ok"].reset_index(drop=True)
     return frame
@@ -245,6 +257,25 @@ def setting_of(overrides: str) -> str:
             continue
         kept.append(item)
     return " ".join(sorted(kept))
+
+
+def _without_bookkeeping(overrides: str) -> str:
+    """The overrides less those that cannot change a number (where the run writes, its name, plots)."""
+    kept = []
+    for item in str(overrides or "").split():
+        key = _split_override(item)[0].lstrip("+~")
+        if key in BOOKKEEPING_KEYS or key.startswith(BOOKKEEPING_PREFIXES) or key.startswith("paths."):
+            continue
+        kept.append(item)
+    return " ".join(kept)
+
+
+def default_columns(frame: pd.DataFrame) -> list[str]:
+    """Every table column, plus ``swept`` after ``method`` when the listed runs differ in their overrides."""
+    columns = [c for c in all_columns() if c in frame.columns]
+    if SWEPT_COLUMN in frame.columns and any(str(v or "").strip() for v in frame[SWEPT_COLUMN]):
+        columns.insert(columns.index("method") + 1 if "method" in columns else 0, SWEPT_COLUMN)
+    return columns
 
 
 def aggregate_seeds(frame: pd.DataFrame) -> pd.DataFrame:
@@ -372,7 +403,7 @@ def _as_float(value: Any) -> float | None:
 
 def format_table(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Display strings: accuracies in %, ECE to 3 decimals, time as ``1m23s``; empty cells as ``-``."""
-    columns = list(columns or [c for c in all_columns() if c in frame.columns])
+    columns = list(columns or default_columns(frame))
     out = pd.DataFrame(index=frame.index)
     for col in columns:
         values = frame[col] if col in frame.columns else pd.Series([None] * len(frame), index=frame.index)
@@ -445,9 +476,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         frame = collect(args.paths, complete_only=args.complete_only)
         columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
         if columns:
-            unknown = [c for c in columns if c not in all_columns() and c not in ("overrides", "run_dir", "rank")]
+            unknown = [c for c in columns if c not in all_columns() and c not in ("overrides", SWEPT_COLUMN, "run_dir", "rank")]
             if unknown:
-                raise ConfigError(f"unknown column(s) {unknown}; choose from {list(all_columns())} + overrides, run_dir")
+                raise ConfigError(f"unknown column(s) {unknown}; choose from {list(all_columns())} + overrides, {SWEPT_COLUMN}, run_dir")
         if args.seeds:
             frame = aggregate_seeds(frame)
             columns = [*(columns or all_columns()), "seeds"]
@@ -455,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 plot_shots(frame, args.shots_plot)
         if args.sort_by:
             frame = rank(frame, args.sort_by, args.mode)
-            columns = ["rank", *(columns or all_columns())]
+            columns = ["rank", *(columns or default_columns(frame))]
     except (ConfigError, DataError) as exc:
         print(f"clipft error: {exc}", file=sys.stderr)
         return 1

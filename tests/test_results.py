@@ -234,3 +234,28 @@ def test_wise_ft_plot_pairs_in_and_out_of_distribution_accuracy_per_alpha(tmp_pa
     assert (tmp_path / "w.csv").read_text().splitlines()[2] == "0.5,0.7000,0.6000"
     (tmp_path / "test" / "metrics.json").write_text(_json.dumps({"checkpoint": "other.ckpt", "wise_ft": {"0": {"accuracy": 1}}}))
     assert main([str(tmp_path / "val"), str(tmp_path / "test")]) == 1  # different checkpoints: refused
+
+
+def test_the_table_shows_what_the_listed_runs_differ_in_by_default(tmp_path, capsys):
+    """Two sweep jobs at two learning rates were two identical rows unless --columns ...,overrides was asked."""
+    for job, lr in (("0", "1e-4"), ("1", "1e-5")):
+        make_run(tmp_path / "sweep" / job, overrides=[f"model.optimizer.lr={lr}", "trainer.max_epochs=3", "paths.root_dir=/x"])
+    assert main([str(tmp_path / "sweep")]) == 0
+    header, _rule, *rows = capsys.readouterr().out.strip().splitlines()
+    assert "swept" in header
+    assert "model.optimizer.lr=1e-4" in rows[0] and "model.optimizer.lr=1e-5" in rows[1]
+    assert "max_epochs" not in rows[0] + rows[1] and "root_dir" not in rows[0], "only what differs"
+    assert main([str(tmp_path / "sweep" / "0")]) == 0 and "swept" not in capsys.readouterr().out, "one run: no column"
+
+
+def test_a_debug_run_is_listed_as_debug_not_ok(tmp_path):
+    fdr = make_run(tmp_path / "fdr", test=0.0)
+    metrics = json.loads((fdr / "metrics.json").read_text())
+    metrics["config"]["trainer"] = {"fast_dev_run": True}
+    (fdr / "metrics.json").write_text(json.dumps(metrics))
+    chosen = make_run(tmp_path / "limit")
+    (chosen / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
+        {"hydra": {"runtime": {"choices": {"experiment": "exp1", "model": "clip_flyp", "debug": "limit"}}}}))
+    plain = make_run(tmp_path / "plain")
+    assert [run_row(r)["status"] for r in (fdr, chosen, plain)] == ["debug", "debug", "ok"]
+    assert list(collect([tmp_path], complete_only=True)["run_dir"]) == [str(plain.resolve())]

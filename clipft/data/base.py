@@ -501,3 +501,16 @@ def _common_dir(samples: Sequence[Sample]) -> str:
 def _counts(samples: Sequence[Sample], num_classes: int) -> list[int]:
     counter = Counter(s.label for s in samples)
     return [counter.get(c, 0) for c in range(num_classes)]
+
+
+def wire(datamodule: Any, model: Any) -> Any:
+    """Give ``datamodule`` the preprocessing ``model`` expects, before ``Trainer.fit``/``test``.
+
+    The image size, mean and std a config leaves null come from the model (a loaded checkpoint's:
+    the ones it was trained with; else its backbone's): ``dm.configure_preprocessing(**model.preprocessing)``.
+    train.py and eval.py call it; a plain script needs it too (``clipft.wire(dm, model)``), or the
+    datamodule feeds 224 px images to, say, a 336 px model. Returns the datamodule.
+    """
+    pre = dict((getattr(model, "checkpoint_meta", None) or {}).get("preprocessing") or getattr(model, "preprocessing", None) or {})
+    datamodule.configure_preprocessing(**{k: pre[k] for k in ("image_size", "mean", "std") if k in pre})
+    return datamodule

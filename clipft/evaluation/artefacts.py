@@ -121,9 +121,11 @@ def write_run_artefacts(
             written[name] = Path(written_path)
 
     if report:
-        attempt("confusion_matrix", plotting.plot_confusion_matrix, report["confusion_matrix"], class_names)
+        attempt("confusion_matrix", lambda path: plotting.plot_confusion_matrix(
+            report["confusion_matrix"], class_names, path, split=split))
         attempt("per_class_acc", plotting.plot_per_class_accuracy, report["per_class"])
-        attempt("metrics_summary", plotting.plot_metrics_summary, summary_values(metrics, split))
+        attempt("metrics_summary", lambda path: plotting.plot_metrics_summary(
+            summary_values(metrics, split), path, title=f"{split.capitalize()} metrics"))
     if "probs" in outputs:
         probs, targets = outputs["probs"].float(), outputs["targets"].long()
         attempt("reliability", plotting.plot_reliability, _reliability_curves(probs, targets, report, calibration))
@@ -151,12 +153,29 @@ def write_run_artefacts(
     if history:
         attempt("training_curves", plotting.plot_training_curves, history)
 
+    add_lr_finder_record(metrics, trainer, output_dir, written)
     metrics["artefacts"] = {name: str(path.relative_to(output_dir)) for name, path in written.items()}
     if failed:
         metrics["artefacts_failed"] = failed
     figures = {k: v for k, v in written.items() if v.suffix == ".png"}
     log_to_wandb_loggers(loggers, figures, report, metrics.get("summary") or {}, predictions)
     return metrics
+
+
+def add_lr_finder_record(metrics: dict[str, Any], trainer: Any, output_dir: Path, written: dict[str, Path]) -> None:
+    """The learning-rate search of ``callbacks=[default,lr_finder]`` (``clipft.callbacks.lr_finder``):
+    ``metrics["lr_finder"]`` (chosen and configured rate, steps; the curve stays in ``lr_finder.json``),
+    ``summary.lr_finder_lr``, and its plot among the run's figures. ``config`` keeps the configured rate."""
+    for callback in getattr(trainer, "callbacks", None) or []:
+        record = getattr(callback, "record", None)
+        if type(callback).__name__ != "LearningRateFinder" or not isinstance(record, dict):
+            continue
+        metrics["lr_finder"] = {k: v for k, v in record.items() if k != "curve"}
+        metrics.setdefault("summary", {})["lr_finder_lr"] = record.get("lr")
+        plot = output_dir / str(record.get("plot") or "")
+        if record.get("plot") and plot.is_file():
+            written["lr_finder"] = plot
+        return
 
 
 def _reliability_curves(probs, targets, report, calibration):

@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # noqa: E402 - before pyplot, so no display is ever needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from clipft.evaluation.metrics import ECE_BINS  # noqa: E402
 
@@ -75,8 +76,10 @@ def _matrix_plot(
 
 
 def plot_confusion_matrix(confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path,
-                          title: str = "Confusion matrix (rows normalised)") -> Path:
-    """Row-normalised confusion matrix: cell (i, j) = share of class i predicted as j."""
+                          title: str | None = None, split: str = "test") -> Path:
+    """Row-normalised confusion matrix: cell (i, j) = share of class i predicted as j; the title names the split."""
+    if title is None:
+        title = f"Confusion matrix, {split} split (rows normalised)"
     counts = np.asarray(confusion, dtype=np.float64)
     rows = counts.sum(axis=1, keepdims=True)
     normalised = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
@@ -121,18 +124,39 @@ def plot_reliability(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]],
     return save_figure(fig, path)
 
 
+# calibration errors: 0 is best and they are not accuracies, so they get their own panel and scale
+ERROR_METRIC_MARKERS = ("ece",)
+
+
+def is_error_metric(name: str) -> bool:
+    return any(marker in name.lower() for marker in ERROR_METRIC_MARKERS)
+
+
 def plot_metrics_summary(values: Mapping[str, float], path: str | Path, title: str = "Test metrics") -> Path:
-    """Horizontal bars of the headline numbers (all in [0, 1])."""
-    names = list(values)
-    nums = [float(values[n]) for n in names]
-    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(names) + 1.2))
-    bars = ax.barh(range(len(names)), nums, color="#4C72B0")
-    ax.set_yticks(range(len(names)), names)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1.08)
-    for bar, v in zip(bars, nums):
-        ax.text(bar.get_width() + 0.01, bar.get_y() + bar.get_height() / 2, f"{v:.3f}", va="center", fontsize=9)
-    ax.set_title(title)
+    """Horizontal bars of the headline numbers: accuracies / F1 on one panel (higher is better, in [0, 1]),
+    calibration errors (ECE: lower is better) on a second panel with its own scale."""
+    scores = {k: float(v) for k, v in values.items() if not is_error_metric(k)}
+    errors = {k: float(v) for k, v in values.items() if is_error_metric(k)}
+    panels = [(group, label) for group, label in ((scores, "score (higher is better)"),
+                                                  (errors, "calibration error (lower is better)")) if group]
+    if not panels:
+        panels = [({}, "score")]
+    heights = [max(len(group), 1) for group, _ in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(6.5, 0.45 * sum(heights) + 1.2 * len(panels)),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, (group, label) in zip(axes[:, 0], panels):
+        names, nums = list(group), list(group.values())
+        error_panel = bool(group) and all(is_error_metric(n) for n in names)
+        bars = ax.barh(range(len(names)), nums, color="#C44E52" if error_panel else "#4C72B0")
+        ax.set_yticks(range(len(names)), names)
+        ax.invert_yaxis()
+        top = max([*nums, 0.0])
+        limit = (max(top * 1.25, 0.05) if error_panel else 1.08)
+        ax.set_xlim(0, limit)
+        for bar, v in zip(bars, nums):
+            ax.text(bar.get_width() + 0.01 * limit, bar.get_y() + bar.get_height() / 2, f"{v:.3f}", va="center", fontsize=9)
+        ax.set_xlabel(label)
+    axes[0, 0].set_title(title)
     return save_figure(fig, path)
 
 
@@ -196,6 +220,7 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], path: str | Path)
                 label = "train/loss (combined)" if combined and key == "train/loss" else key
                 ax.plot(xs, ys, "o-", ms=3, label=label)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_title(title)
         if group:
             ax.legend(fontsize=8)

@@ -33,11 +33,24 @@ class ExportResult:
     files: list[str]
     max_abs_logit_diff: float
     logit_scale: float
+    # clipft_export.json["preprocessing_check"]: image files through the target's preprocessing vs clipft-predict
+    preprocessing_check: dict[str, Any] | None = None
 
     def summary(self) -> str:
         rel = self.max_abs_logit_diff / max(self.logit_scale, 1e-12)
-        return (f"wrote {self.format} export to {self.folder} ({', '.join(self.files)}); reloaded with its own loader: "
+        text = (f"wrote {self.format} export to {self.folder} ({', '.join(self.files)}); reloaded with its own loader: "
                 f"max |logit difference| {self.max_abs_logit_diff:.2e} ({rel:.1e} of the logits' scale)")
+        check = self.preprocessing_check or {}
+        library, script = check.get("library"), check.get("preprocess.py")
+        if script:
+            text += (f"\npreprocess.py reproduces clipft-predict's pixels (max |pixel difference| "
+                     f"{script['max_abs_pixel_diff']:.1e}, |probability difference| {script['max_abs_prob_diff']:.1e})")
+        if library:
+            text += (f"\n{library['preprocessing']} on image files: max |pixel difference| {library['max_abs_pixel_diff']:.3g}, "
+                     f"|probability difference| {library['max_abs_prob_diff']:.3g} against clipft-predict")
+        if check.get("limitation"):
+            text += f"\nnote: {check['limitation']}"
+        return text
 
 
 def inference_form(module: nn.Module) -> nn.Module:

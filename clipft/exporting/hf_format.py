@@ -15,6 +15,7 @@ def write(module: nn.Module, folder: Path, pixels: torch.Tensor, reference: torc
     from transformers import CLIPImageProcessor, CLIPModel
 
     from clipft.exporting.common import backbone_of, check_logits, preprocessing_of, verified_linear_head, write_classifier
+    from clipft.exporting.preprocessing import hf_image_processor_kwargs
 
     backbone = backbone_of(module, "hf")
     model = getattr(backbone, "model", None)
@@ -26,12 +27,8 @@ def write(module: nn.Module, folder: Path, pixels: torch.Tensor, reference: torc
     weight, bias = verified_linear_head(module, pixels, reference, "hf")
     model.save_pretrained(folder, safe_serialization=True)
     backbone.tokenizer.save_pretrained(folder)
-    pre = preprocessing_of(module)
-    size = int(pre["image_size"])
-    CLIPImageProcessor(
-        size={"shortest_edge": size}, crop_size={"height": size, "width": size},
-        image_mean=list(pre["mean"]), image_std=list(pre["std"]),
-    ).save_pretrained(folder)
+    # clipft's clip_eval: bilinear (not CLIP's bicubic default), short side, centre crop (see clipft.exporting.preprocessing)
+    CLIPImageProcessor(**hf_image_processor_kwargs(preprocessing_of(module))).save_pretrained(folder)
     files = write_classifier(folder, weight, bias, module, "CLIPModel.get_image_features(pixel_values)")
     diff = check_logits(exported_logits(folder, pixels), reference, f"CLIPModel.from_pretrained({str(folder)!r}) + classifier")
     return sorted(p.name for p in folder.iterdir() if p.name not in files) + files, diff
@@ -49,6 +46,20 @@ def exported_logits(folder: str | Path, pixels: torch.Tensor) -> torch.Tensor:
     model = CLIPModel.from_pretrained(str(folder)).eval()
     weight, bias, _ = load_classifier(folder)
     return nn.functional.normalize(image_features(model, pixels), dim=-1) @ weight.t() + bias
+
+
+def library_pixels(folder: str | Path, paths: list[Path]) -> torch.Tensor:
+    """``pixel_values`` from the folder's own image processor (``AutoImageProcessor``), as a transformers user gets them."""
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(str(folder))
+    images = []
+    for path in paths:
+        with Image.open(path) as img:
+            img.load()
+            images.append(img.copy())
+    return processor(images=images, return_tensors="pt")["pixel_values"]
 
 
 def image_features(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:

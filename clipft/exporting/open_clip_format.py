@@ -27,6 +27,7 @@ def write(module: nn.Module, folder: Path, pixels: torch.Tensor, reference: torc
         verified_linear_head,
         write_classifier,
     )
+    from clipft.exporting.preprocessing import open_clip_preprocess_cfg
     from clipft.models.open_clip_backbone import OpenCLIPBackbone
     from clipft.utils.io import atomic_write_json
 
@@ -40,7 +41,8 @@ def write(module: nn.Module, folder: Path, pixels: torch.Tensor, reference: torc
     pre = preprocessing_of(module)
     atomic_write_json(folder / CONFIG, {
         "model_cfg": model_config(backbone.name_or_path),
-        "preprocess_cfg": {"size": int(pre["image_size"]), "mean": list(pre["mean"]), "std": list(pre["std"])},
+        # clipft's clip_eval: bilinear (not open_clip's bicubic default), short side, centre crop
+        "preprocess_cfg": open_clip_preprocess_cfg(pre),
     })
     state = {k: v.detach().contiguous().cpu() for k, v in backbone.model.state_dict().items()}
     save_file(unshared_tensors(state), str(folder / WEIGHTS))
@@ -77,3 +79,16 @@ def exported_logits(folder: str | Path, pixels: torch.Tensor) -> torch.Tensor:
     model = open_clip.create_model(f"local-dir:{Path(folder)}").eval()
     weight, bias, _ = load_classifier(folder)
     return model.encode_image(pixels, normalize=True).float() @ weight.t() + bias
+
+
+def library_pixels(folder: str | Path, paths: list[Path]) -> torch.Tensor:
+    """Pixels from the folder's own eval transform (``create_model_and_transforms``), as an open_clip user gets them."""
+    import open_clip
+    from PIL import Image
+
+    _, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{Path(folder)}")
+    pixels = []
+    for path in paths:
+        with Image.open(path) as img:
+            pixels.append(preprocess(img))
+    return torch.stack(pixels)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from omegaconf import DictConfig
@@ -40,10 +41,31 @@ def eval_entry(cfg: DictConfig) -> None:
 CONFIG_PATH = "pkg://clipft.conf"
 
 
+# data.num_workers' default (conf/data/shared/common.yaml reads it): at most 4 loader processes, and no
+# more than this machine gives the run, so a 2-core machine is not warned (by every loader) that 4 is too many
+LOADER_WORKERS_ENV = "CLIPFT_NUM_WORKERS"
+MAX_DEFAULT_WORKERS = 4
+
+
+def default_loader_workers(limit: int = MAX_DEFAULT_WORKERS) -> int:
+    """``min(limit, cores this process may use)``."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(0, min(int(limit), cores))
+
+
+def set_default_loader_workers() -> None:
+    """Export :data:`LOADER_WORKERS_ENV` for the config (a value the user exported wins)."""
+    os.environ.setdefault(LOADER_WORKERS_ENV, str(default_loader_workers()))
+
+
 def train_main() -> None:
     """``clipft-train [experiment=NAME] [group=option] [key=value ...]``: the same overrides as ``train.py``."""
     import hydra
 
+    set_default_loader_workers()
     hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")(train_entry)()
 
 
@@ -51,4 +73,5 @@ def eval_main() -> None:
     """``clipft-eval ckpt_path=RUN/checkpoints/best.ckpt [data=...]``: the same overrides as ``eval.py``."""
     import hydra
 
+    set_default_loader_workers()
     hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")(eval_entry)()

@@ -19,11 +19,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from clipft.data.base import wire
 from clipft.errors import CheckpointError, ConfigError
 from clipft.evaluation.artefacts import write_run_artefacts
 from clipft.evaluation.calibration import calibration_report
 from clipft.evaluation.headline import headline_summary
-from clipft.evaluation.inference import loader_predictions, model_preprocessing
+from clipft.evaluation.inference import loader_predictions
 from clipft.evaluation.metrics import classification_report
 from clipft.evaluation.template_sets import brief, score_template_sets
 from clipft.evaluation.wandb_media import log_run_files, log_run_record
@@ -70,7 +71,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup("test")
     model = load_or_build_model(cfg, datamodule.class_names)
-    datamodule.configure_preprocessing(**model_preprocessing(model))  # as recorded in the checkpoint
+    wire(datamodule, model)  # the preprocessing recorded in the checkpoint
     loggers = build_loggers(cfg)
     trainer = build_trainer(cfg, callbacks=[], loggers=loggers)
     record = run_info(cfg.paths.get("root_dir"), model)

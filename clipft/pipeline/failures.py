@@ -45,11 +45,25 @@ def report_failure(exc: BaseException, cfg: DictConfig) -> None:
     error = explain_failure(exc, cfg)
     if error is None:
         return
-    log.error("%s: %s", type(error).__name__, error)
+    log_to_files(f"{type(error).__name__}: {error}")  # train.log keeps it; the terminal gets it once, below
     print(f"clipft error: {error}", file=sys.stderr)
     if in_multirun() and not isinstance(error, RunInterrupted):
         raise error from (None if error is exc else exc)  # Hydra marks this job failed and goes on
     sys.exit(getattr(error, "exit_code", 1))
+
+
+def log_to_files(message: str) -> None:
+    """An ERROR record for the log files only (Hydra's ``train.log``): the console handler would print
+    the error a second time, above the ``clipft error:`` line."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    seen: set[int] = set()
+    current: logging.Logger | None = log
+    while current is not None:
+        for handler in current.handlers:
+            if isinstance(handler, logging.FileHandler) and id(handler) not in seen and record.levelno >= handler.level:
+                seen.add(id(handler))
+                handler.handle(record)
+        current = current.parent if current.propagate else None
 
 
 def explain_failure(exc: BaseException, cfg: DictConfig) -> ClipftError | None:

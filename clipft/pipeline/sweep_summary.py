@@ -96,7 +96,7 @@ class SweepSummary(Callback):
         csv_cols = ["rank", "job", *swept, "overrides", metric, *[c for c in summary_columns() if c not in ("rank", "overrides")], "error", "run_dir"]
         csv_cols = list(dict.fromkeys(csv_cols))
         atomic_write_text(sweep_dir / f"{SUMMARY_NAME}.csv", frame[csv_cols].to_csv(index=False))
-        failed = frame[frame["status"] != "ok"]
+        failed = frame[~frame["status"].isin(["ok", "debug"])]
         extra = [] if metric in reported_metrics() else [metric]
         text = [
             f"# Sweep summary: {sweep_dir.name}",

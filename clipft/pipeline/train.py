@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from clipft.data.base import wire
 from clipft.errors import CheckpointError, ConfigError
 from clipft.evaluation.artefacts import write_run_artefacts
 from clipft.evaluation.headline import headline_summary
@@ -59,7 +60,7 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
         from clipft.pipeline.warm_start import init_weights_from
 
         init_weights_from(model, cfg.init_from, trust=bool(cfg.get("trust_checkpoint", False)))
-    datamodule.configure_preprocessing(**getattr(model, "preprocessing", {}))
+    wire(datamodule, model)  # the model's image size/mean/std where the config left them null
 
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg, has_logger=bool(loggers))
