@@ -62,3 +62,4 @@ def test_quickstart_notebook_trains_evaluates_and_tabulates(tmp_path):
     assert list((tmp_path / "outputs" / "eval-synthetic_signs").glob("*/metrics.json"))
     text = outputs_text(nb)
     assert "| demo" in text and "eval: demo" in text  # the results table, train and eval rows
+    assert "\x1b[" not in text, "terminal colour/progress codes leaked into the notebook's outputs"
