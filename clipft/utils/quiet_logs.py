@@ -17,6 +17,10 @@ LIBRARY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
 RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 VENDOR_TIPS = ("💡 Tip:",)
 QUIET_LIBRARIES = {"alembic": logging.WARNING}
+# chatty at DEBUG (PIL: one line per PNG chunk, matplotlib: font scoring): WARNING unless configured
+# (hydra.job_logging.loggers.<name>.level), so a DEBUG root logger does not bury the run's own lines
+NOISY_LIBRARIES = ("PIL", "matplotlib", "urllib3", "fsspec", "filelock", "h5py", "httpx", "httpcore", "asyncio",
+                   "git", "huggingface_hub")
 # library-internal deprecations: raised inside Lightning against torch's API, nothing for a user to change
 INTERNAL_DEPRECATIONS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)
 
@@ -40,5 +44,9 @@ def quiet_library_logs() -> None:
             logger.addFilter(DropVendorTips())
     for name, level in QUIET_LIBRARIES.items():
         logging.getLogger(name).setLevel(level)
+    for name in NOISY_LIBRARIES:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
     for pattern in INTERNAL_DEPRECATIONS:
         warnings.filterwarnings("ignore", message=pattern)

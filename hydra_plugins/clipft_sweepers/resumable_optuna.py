@@ -1,12 +1,14 @@
-"""The Optuna sweeper whose ``n_trials`` counts the whole stored study (see :mod:`clipft.pipeline.optuna_resume`)."""
+"""The Optuna sweeper whose ``n_trials`` counts the whole stored study and whose reruns repeat no
+trial (see :mod:`clipft.pipeline.optuna_resume`)."""
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
-from clipft.pipeline.optuna_resume import resume_study, storage_error_line
+from clipft.pipeline.optuna_resume import OWNER, owner_tag, resume_study, storage_error_line
 from clipft.utils.quiet_logs import quiet_library_logs
 
 
@@ -15,6 +17,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         quiet_library_logs()  # alembic's "Context impl SQLiteImpl" lines when the SQLite study opens
+        self._tag_trials_with_owner()
         try:
             resume_study(self.sweeper)
             return super().sweep(arguments)
@@ -24,3 +27,19 @@ class ResumableOptunaSweeper(OptunaSweeper):
                 raise
             print(f"clipft error: {line}", file=sys.stderr)
             raise SystemExit(1) from None
+
+    def _tag_trials_with_owner(self) -> None:
+        """Each asked trial records this process: a rerun tells a killed sweep's trial from a live one's."""
+        impl = self.sweeper
+        if getattr(impl, "_clipft_owner_tagging", False):
+            return
+        configure = impl._configure_trials
+
+        def configure_trials(trials: list[Any], *args: Any, **kwargs: Any):
+            owner = owner_tag()
+            for trial in trials:
+                trial.set_system_attr(OWNER, owner)
+            return configure(trials, *args, **kwargs)
+
+        impl._configure_trials = configure_trials
+        impl._clipft_owner_tagging = True
