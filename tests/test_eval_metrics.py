@@ -35,8 +35,8 @@ def test_report_matches_hand_computed_values():
     r = classification_report(PROBS, TARGETS, CLASSES)
     assert r["num_samples"] == 6
     assert r["accuracy"] == pytest.approx(4 / 6)
-    # top-3 of 3 classes is always right
-    assert r["top3_accuracy"] == pytest.approx(1.0)
+    # top-5 of 3 classes is top-3: always right; the k it was computed with is recorded beside it
+    assert r["top5_accuracy"] == pytest.approx(1.0) and r["top5_k"] == 3
     # per class: stop P=1/3 R=1 ; yield P=1 R=2/3 ; parking P=1 R=1/2
     f1 = [2 * (1 / 3) * 1 / (1 / 3 + 1), 2 * 1 * (2 / 3) / (1 + 2 / 3), 2 * 1 * 0.5 / 1.5]
     assert r["macro_f1"] == pytest.approx(sum(f1) / 3, abs=1e-6)
@@ -63,7 +63,28 @@ def test_top5_on_many_classes():
     probs[1, 7] = probs[1].max() - 0.01  # class 7 ranked 2nd for sample 2
     r = classification_report(probs, targets, [f"c{i}" for i in range(8)])
     assert r["accuracy"] == pytest.approx(0.5)
-    assert r["top5_accuracy"] == pytest.approx(1.0)
+    assert r["top5_accuracy"] == pytest.approx(1.0) and r["top5_k"] == 5
+
+
+def test_top5_key_is_stable_on_a_two_class_set():
+    """A metric written for ``top5_accuracy`` raised KeyError when the report named it ``top2_accuracy``."""
+    from clipft.evaluation.headline import HeadlineMetric, headline_summary, register_headline_metric, table_columns
+
+    probs = torch.tensor([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]])
+    r = classification_report(probs, torch.tensor([0, 1, 1]), ["go", "stop"])
+    assert r["top5_accuracy"] == pytest.approx(1.0) and r["top5_k"] == 2
+    assert not any(k.startswith("top") and k not in ("top5_accuracy", "top5_k") for k in r)
+    summary = headline_summary(r, "test")
+    assert summary["test_top5_accuracy"] == pytest.approx(1.0) and summary["test_top5_k"] == 2
+    assert "test_top5_acc" not in table_columns("test")  # summary only: the results table is unchanged
+    from clipft.evaluation import headline
+
+    saved = list(headline.HEADLINE_METRICS)
+    try:
+        register_headline_metric(HeadlineMetric("top5_error", lambda rep: 1 - rep["top5_accuracy"], "top5_err", "top-5 err"))
+        assert headline_summary(r, "val")["val_top5_error"] == pytest.approx(0.0)
+    finally:
+        headline.HEADLINE_METRICS[:] = saved
 
 
 def test_temperature_recovers_known_temperature():

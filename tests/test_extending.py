@@ -1,9 +1,15 @@
 """docs/extending.md holds: one example of each kind (tests/extending/) works end to end with
-exactly the number of files the guide promises, and nothing inside clipft/ was touched for it."""
+exactly the number of files the guide promises, and nothing inside clipft/ was touched for it;
+installed as an out-of-tree plugin (a ``clipft.plugins`` entry point), its checkpoint reloads and
+predicts through ``clipft-predict`` in a fresh process that never imported the example."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,12 +64,52 @@ def test_new_dataset_method_backbone_and_metric_train_evaluate_and_reload(tmp_pa
     summary = metrics["summary"]
     assert metrics["data"]["num_classes"] == 2 and summary["test_accuracy"] is not None
     assert 0.0 <= summary["test_worst_class_accuracy"] <= summary["test_accuracy"]  # the new headline metric
-    module = load_module(metrics["best_checkpoint"])  # no trust needed: both new classes are registered
+    ckpt = metrics["best_checkpoint"]
+    predicted = predict_in_a_fresh_process_with_the_plugin_installed(ckpt, tmp_path)  # started now, read below
+    module = load_module(ckpt)  # no trust needed: both new classes are registered
     assert type(module).__name__ == "BiasTunedZeroShot" and type(module.backbone).__name__ == "BagOfWordsCLIP"
     assert module.bias.abs().sum() > 0 and not any(p.requires_grad for p in module.backbone.parameters())
     frame = collect([tmp_path / "run"])
     assert "test_worst_class_acc" in frame.columns
     assert frame["test_worst_class_acc"].iloc[0] == pytest.approx(summary["test_worst_class_accuracy"])
+
+    out, err = predicted.communicate(timeout=600)
+    assert predicted.returncode == 0, err[-3000:]
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert len(records) == 2 and all(r["label"] in module.class_names for r in records), out[-2000:]
+
+
+def write_plugin(site: Path) -> None:
+    """A tiny installed package: a dist-info whose entry_points.txt names a ``clipft.plugins`` callable
+    that imports the example method and backbone (importing them registers them)."""
+    (site / "clipft_example_plugin").mkdir(parents=True)
+    (site / "clipft_example_plugin" / "__init__.py").write_text(
+        "def register():\n"
+        "    import extending.backbone.bag_of_words_clip  # @registry.register('backbone')\n"
+        "    import extending.method.bias_tuned_zeroshot  # a ClassificationModule subclass registers itself\n"
+    )
+    dist = site / "clipft_example_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: clipft-example-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[clipft.plugins]\nexamples = clipft_example_plugin:register\n")
+    (dist / "RECORD").write_text("")
+
+
+def predict_in_a_fresh_process_with_the_plugin_installed(ckpt: str, tmp_path: Path) -> subprocess.Popen:
+    """``python -m clipft.cli.predict`` on two images, the plugin on PYTHONPATH: nothing in the fresh
+    process imports the example's modules except the entry point."""
+    from PIL import Image
+
+    site, images = tmp_path / "site", tmp_path / "images"
+    write_plugin(site)
+    images.mkdir()
+    for i, colour in enumerate(("red", "blue")):
+        Image.new("RGB", (40, 40), colour).save(images / f"{i}.png")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(EXAMPLES.parent)]), OMP_NUM_THREADS="1")
+    return subprocess.Popen(
+        [sys.executable, "-m", "clipft.cli.predict", "--ckpt", str(ckpt), str(images), "--json", "--device", "cpu"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
 
 
 def test_the_example_backbone_passes_the_backbone_contract():

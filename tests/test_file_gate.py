@@ -29,7 +29,7 @@ YAML_READERS = {
     "clipft/utils/file_gate.py": "the gate's own reader",
     "clipft/prompts.py": "class descriptions: strings for prompts",
     "clipft/evaluation/concepts.py": "a concept map: class names",
-    "clipft/results.py": "run configs shown in tables",
+    "clipft/results/records.py": "run configs shown in tables",
     "clipft/pipeline/run_dir.py": "a run's config compared on resume",
 }
 

@@ -68,6 +68,26 @@ def test_track_grouped_split_is_named(dedupe, expected):
     assert describe_split({"dedupe": dedupe, "val_fraction": 0.1, "group_tracks": True}, {}) == expected
 
 
+def test_split_reads_the_dedupe_mode_the_data_report_writes():
+    """Without ``data.dedupe`` in the config, the data report's ``duplicates.mode`` names the split."""
+    assert describe_split({"val_fraction": 0.1}, {"duplicates": {"mode": "drop", "checked": True}}) == "deduped 90/10"
+    assert describe_split({"val_fraction": 0.1}, {"dedupe": {"mode": "drop"}}) == "random 90/10"  # no such key
+
+
+def test_any_group_switch_of_a_data_config_names_the_split():
+    """Nothing dataset-specific: a ``group_<units>: true`` switch is read as such."""
+    assert describe_split({"dedupe": "none", "group_sequences": True}, {}) == "sequence-grouped"
+    assert describe_split({"dedupe": "group", "group_tracks": False}, {}) == "dup-grouped"
+
+
+def test_the_seed_table_is_a_function_of_rows_alone():
+    from clipft.results import aggregate_seeds, rows_table
+
+    rows = [{"method": "m", "status": "ok", "seed": s, "overrides": f"seed={s}", "test_acc": a} for s, a in ((0, 0.6), (1, 0.8))]
+    row = aggregate_seeds(rows_table(rows)).iloc[0]
+    assert row["test_acc"] == pytest.approx((0.7, 0.1414), abs=1e-4) and row["seeds"] == "0,1"
+
+
 @pytest.mark.parametrize(
     ("config", "expected"),
     [({"model": {"image_size": 128}}, 128), ({"data": {"image_size": 96}, "model": {"image_size": 224}}, 96),

@@ -11,6 +11,25 @@ from typing import Any
 from clipft.errors import ClipftError
 
 
+class RegistryHelpParser(argparse.ArgumentParser):
+    """An ArgumentParser whose ``--help`` ends with what :mod:`clipft.registry` holds of ``kinds``
+    (clipft's own and every installed ``clipft.plugins`` package's): read only when help is shown."""
+
+    def __init__(self, *args: Any, registry_kinds: Sequence[str] = ("method", "backbone"), **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.registry_kinds = tuple(registry_kinds)
+
+    def format_help(self) -> str:
+        from clipft import registry
+
+        self.epilog = (
+            "registered (clipft.registry; out-of-tree packages add theirs through the 'clipft.plugins' "
+            f"entry points):\n{registry.listing(self.registry_kinds)}"
+        )
+        return super().format_help()
+
+
 def add_model_args(parser: argparse.ArgumentParser, batch_output: bool = True) -> None:
     """The checkpoint options every CLI takes; ``batch_output``: also ``--json`` and ``--on-bad-image``
     (the batch CLIs; the demo app has neither)."""

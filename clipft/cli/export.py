@@ -10,13 +10,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from clipft.cli.common import run_cli
+from clipft.cli.common import RegistryHelpParser, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
     from clipft.exporting import FORMATS
 
-    parser = argparse.ArgumentParser(prog="clipft-export", description=__doc__.splitlines()[0])
+    parser = RegistryHelpParser(prog="clipft-export", description=__doc__.splitlines()[0],
+                                registry_kinds=("exporter", "method", "backbone"))
     parser.add_argument("ckpt", help="a clipft checkpoint, e.g. outputs/RUN/checkpoints/best.ckpt")
     parser.add_argument("out", help="the folder to write (must be empty or new, unless --overwrite)")
     parser.add_argument("--format", required=True, choices=FORMATS, dest="fmt",

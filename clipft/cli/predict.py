@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from clipft.cli.common import (
+    RegistryHelpParser,
     add_model_args,
     kept_paths,
     load_model,
@@ -26,7 +27,7 @@ from clipft.cli.common import (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clipft-predict", description="Classify images with a clipft checkpoint.")
+    parser = RegistryHelpParser(prog="clipft-predict", description="Classify images with a clipft checkpoint.")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders of images")
     add_model_args(parser)
     parser.add_argument("--topk", type=int, default=5, help="how many classes to show per image (default: 5)")

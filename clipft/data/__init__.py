@@ -1,5 +1,6 @@
 """LightningDataModules: one per dataset layout, all sharing :class:`ImageClassificationDataModule`."""
 
+from clipft import registry
 from clipft.data.base import DatasetIndex, ImageClassificationDataModule, ImageDataset, Sample
 from clipft.data.cache import CachedImageDataset, DecodedImageCache
 from clipft.data.folder import FolderDataModule
@@ -7,6 +8,11 @@ from clipft.data.gtsrb import GTSRB_CLASSES, GTSRBDataModule
 from clipft.data.stats import compute_mean_std
 from clipft.data.synthetic_signs import SyntheticSignsDataModule, generate_synthetic_signs
 from clipft.data.traffic_signs import TrafficSignsDataModule
+
+# clipft's datamodules (kind "datamodule"): what a run's config.yaml may name (clipft.pipeline.run_data)
+for _cls in (FolderDataModule, GTSRBDataModule, SyntheticSignsDataModule, TrafficSignsDataModule):
+    registry.register("datamodule", _cls)
+registry.register_path("datamodule", "clipft.data.streaming.StreamingDataModule")  # imported when used
 
 __all__ = [
     "GTSRB_CLASSES",

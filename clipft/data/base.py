@@ -1,10 +1,12 @@
 """The LightningDataModule every clipft dataset shares.
 
 A subclass only says *what* the data is (:meth:`build_index`: class names, a train pool and
-optional val/test lists). The base class does the rest the same way for every dataset:
-bad-image checks, duplicate handling (``data.dedupe``) and the train/test leak check,
-seeded stratified group-aware splits, class-balance stats, transforms built from config once
-the backbone's preprocessing is known, the optional decoded-image cache and the dataloaders.
+optional val/test lists). The base class does the rest the same way for every dataset: it
+fingerprints the images (bad-image checks, pixel hashes), hands index, hashes and the
+:class:`~clipft.data.split_policy.SplitPolicy` to :func:`~clipft.data.split_policy.make_splits`
+(duplicate handling, the train/test leak check, seeded stratified group-aware splits, shots,
+the report), and keeps the transforms built from config once the backbone's preprocessing is
+known, the optional decoded-image cache and the dataloaders.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from clipft.data.cache import CachedImageDataset, DecodedImageCache, cache_key
-from clipft.data.dedupe import DEDUPE_MODES, TEST_VIEWS, apply_dedupe
-from clipft.data.few_shot import select_shots
 from clipft.data.fingerprints import FingerprintIndex
 from clipft.data.images import load_rgb
 from clipft.data.paths import canonical_path, default_cache_dir, resolve_path
-from clipft.data.splits import merge_groups, stratified_group_split
-from clipft.data.stats import class_balance, compute_mean_std
+from clipft.data.samples import DatasetIndex, Sample
+from clipft.data.split_policy import SplitPolicy, make_splits
+from clipft.data.split_policy import choice as _choice
+from clipft.data.stats import compute_mean_std
 from clipft.data.transforms import build_transform
 from clipft.errors import ConfigError, DataError
 from clipft.utils.arguments import check_image_size
@@ -43,26 +44,6 @@ DEFAULT_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZATIONS = ("backbone", "dataset", "imagenet")
-BAD_IMAGE_POLICIES = ("error", "skip")
-
-
-@dataclass(frozen=True)
-class Sample:
-    path: str
-    label: int
-
-
-@dataclass
-class DatasetIndex:
-    """What a dataset is: class names in label order, the pool train/val are drawn from, optional val and test lists."""
-
-    class_names: list[str]
-    train_pool: list[Sample]
-    test: list[Sample] | None = None
-    val: list[Sample] | None = None  # given: used as is instead of a hold-out of the pool
-    # samples that must share a split, one key per train_pool sample (GTSRB: the 30-frame track
-    # of one physical sign); merged with the pixel-copy groups of data.dedupe
-    pool_groups: list[str] | None = None
 
 
 class ImageDataset(Dataset):
@@ -81,12 +62,6 @@ class ImageDataset(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return image, sample.label
-
-
-def _choice(key: str, value: Any, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ConfigError(f"data.{key}={value!r} is not allowed; choose one of {list(allowed)}")
-    return str(value)
 
 
 class ImageClassificationDataModule(L.LightningDataModule):
@@ -151,17 +126,17 @@ class ImageClassificationDataModule(L.LightningDataModule):
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"data.batch_size must be a positive integer, got {batch_size!r}")
-        for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 <= float(value) < 1.0:
-                raise ConfigError(f"data.{key} must be in [0, 1), got {value!r}")
+        policy = SplitPolicy(  # checks the split arguments
+            val_fraction=float(val_fraction), test_fraction=float(test_fraction), seed=int(seed), dedupe=dedupe,
+            test_view=test_view, on_bad_image=on_bad_image, shots=shots,
+            shot_seed=int(shot_seed) if shot_seed is not None else int(seed),
+        )
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
-        self.val_fraction = float(val_fraction)
-        self.test_fraction = float(test_fraction)
-        self.seed = int(seed)
+        self.val_fraction, self.test_fraction, self.seed = policy.val_fraction, policy.test_fraction, policy.seed
         self.image_size = check_image_size(image_size, "data.image_size")
         self.mean = list(mean) if mean is not None else None
         self.std = list(std) if std is not None else None
@@ -170,9 +145,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.eval_transform_name = eval_transform
         self.transform_options = dict(transform_options or {})
         self.drop_last = drop_last
-        self.dedupe = _choice("dedupe", dedupe, DEDUPE_MODES)
-        self.test_view = _choice("test_view", test_view, TEST_VIEWS)
-        self.on_bad_image = _choice("on_bad_image", on_bad_image, BAD_IMAGE_POLICIES)
+        self.dedupe, self.test_view, self.on_bad_image = policy.dedupe, policy.test_view, policy.on_bad_image
         self.balanced_sampler = bool(balanced_sampler)
         self.use_cache = bool(cache)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
@@ -181,10 +154,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         if self.augment_on_device and not self.use_cache:
             raise ConfigError("data.augment_on_device=true needs data.cache=true (equal-size uint8 images to batch)")
         self.base_dir = base_dir
-        if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 1):
-            raise ConfigError(f"data.shots must be an integer >= 1 or null (all training images), got {shots!r}")
-        self.shots = shots
-        self.shot_seed = int(shot_seed) if shot_seed is not None else self.seed
+        self.shots, self.shot_seed = policy.shots, policy.shot_seed
         if fingerprint_workers is not None and (isinstance(fingerprint_workers, bool) or int(fingerprint_workers) < 1):
             raise ConfigError(f"data.fingerprint_workers must be an integer >= 1 or null (every core), got {fingerprint_workers!r}")
         self.fingerprint_workers = int(fingerprint_workers) if fingerprint_workers is not None else None
@@ -216,110 +186,73 @@ class ImageClassificationDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def split_policy(self) -> SplitPolicy:
+        """The split settings as :func:`~clipft.data.split_policy.make_splits` takes them."""
+        return SplitPolicy(
+            val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.seed, dedupe=self.dedupe,
+            test_view=self.test_view, on_bad_image=self.on_bad_image, shots=self.shots, shot_seed=self.shot_seed,
+        )
+
     def setup(self, stage: str | None = None) -> None:
         if self.index is not None:
             return
         index = self.build_index()
         if not index.train_pool:
             raise DataError(f"{type(self).__name__}: the dataset has no training images")
-        names = index.class_names
-        pool, val, test = list(index.train_pool), index.val, index.test
-        source_group = (
-            dict(zip(index.train_pool, index.pool_groups, strict=True)) if index.pool_groups is not None else None
-        )
-        duplicates: dict[str, Any] = {"mode": self.dedupe, "checked": False}
-        groups: list[Any] | None = None
-        if self._needs_scan(test):
-            fingerprints = self._fingerprints([*pool, *(val or []), *(test or [])])
-            pool, val, test = (self._drop_bad(x, fingerprints) if x is not None else None for x in (pool, val, test))
-            if not pool:
-                raise DataError(f"{type(self).__name__}: every training image was unreadable and skipped")
-            result = apply_dedupe(pool, test, lambda s: fingerprints[s.path].hash, self.dedupe, self.test_view)
-            pool, test, groups = result.pool, result.test, result.groups
-            duplicates = {**result.report, "checked": True}
-            self._log_duplicates(duplicates)
-        if source_group is not None:
-            groups = merge_groups([source_group[s] for s in pool], groups)
-
-        unsplittable: set[int] = set()
-        if test is None:
-            split = stratified_group_split([s.label for s in pool], self.test_fraction, self.seed + 1, groups)
-            test = [pool[i] for i in split.held_out]
-            groups = [groups[i] for i in split.train] if groups is not None else None
-            pool = [pool[i] for i in split.train]
-            unsplittable.update(split.unsplittable_classes)
-        train_groups = groups
-        if val is None:
-            split = stratified_group_split([s.label for s in pool], self.val_fraction, self.seed, groups)
-            self.train_samples = [pool[i] for i in split.train]
-            self.val_samples = [pool[i] for i in split.held_out]
-            train_groups = [groups[i] for i in split.train] if groups is not None else None
-            unsplittable.update(split.unsplittable_classes)
-        else:
-            self.train_samples, self.val_samples = pool, list(val)
-        self.test_samples = list(test)
-        few_shot = None
-        if self.shots is not None:  # k-shot protocol: only train shrinks, after the duplicate-aware split
-            selection = select_shots([s.label for s in self.train_samples], self.shots, self.shot_seed, train_groups, names)
-            self.train_samples = [self.train_samples[i] for i in selection.indices]
-            few_shot = selection.report
-            if few_shot["classes_with_fewer_images"]:
-                log.warning("data.shots=%d: classes with fewer distinct training images keep all they have: %s",
-                            self.shots, few_shot["classes_with_fewer_images"])
-        if duplicates["checked"]:
-            train_keys = {fingerprints[s.path].hash for s in self.train_samples}
-            for split, samples in (("val", self.val_samples), ("test", self.test_samples)):
-                leaked = sum(fingerprints[s.path].hash in train_keys for s in samples)
-                duplicates[f"{split}_files_with_copy_in_train"] = leaked
-            if duplicates["val_files_with_copy_in_train"]:
-                log.warning(
-                    "%d of %d val images have a pixel copy in train (data.dedupe=%s): val accuracy is optimistic",
-                    duplicates["val_files_with_copy_in_train"],
-                    len(self.val_samples),
-                    self.dedupe,
-                )
+        policy = self.split_policy
+        keys = self._image_keys(index) if policy.needs_scan(index.test is not None) else None
+        splits = make_splits(index, policy, keys)
+        self.train_samples, self.val_samples, self.test_samples = splits.train, splits.val, splits.test
+        self.split_report = splits.report
         self.index = index
-        balance = class_balance([s.label for s in self.train_samples], names)
-        self.split_report = {
-            "num_classes": len(names),
-            "train": len(self.train_samples),
-            "val": len(self.val_samples),
-            "test": len(self.test_samples),
-            "train_class_counts": _counts(self.train_samples, len(names)),
-            "val_class_counts": _counts(self.val_samples, len(names)),
-            "test_class_counts": _counts(self.test_samples, len(names)),
-            "class_balance": {k: v for k, v in balance.items() if k != "counts"},
-            "unsplittable_classes": [names[c] for c in sorted(unsplittable)],
-            "duplicates": duplicates,
-            "skipped_images": len(self.skipped_images),
-        }
-        if few_shot is not None:
-            self.split_report["few_shot"] = few_shot
+        self._log_splits(splits.report)
+        if self.normalization == "dataset" and (self.mean is None or self.std is None):
+            self._dataset_mean_std()
+
+    def _image_keys(self, index: DatasetIndex) -> dict[str, str | None]:
+        """Pixel hash of every image of ``index`` by path (``None``: unreadable, skipped); raises per ``on_bad_image``."""
+        fingerprints = self._fingerprints([*index.train_pool, *(index.val or []), *(index.test or [])])
+        keys = {path: (f.hash if f.ok else None) for path, f in fingerprints.items()}
+        if all(keys[s.path] is None for s in index.train_pool):
+            raise DataError(f"{type(self).__name__}: every training image was unreadable and skipped")
+        return keys
+
+    def _log_splits(self, report: dict[str, Any]) -> None:
+        """What :meth:`setup` found, logged: duplicates, short few-shot classes, leaks, sizes and balance."""
+        duplicates, balance = report["duplicates"], report["class_balance"]
+        if duplicates["checked"]:
+            self._log_duplicates(duplicates)
+        short = report.get("few_shot", {}).get("classes_with_fewer_images")
+        if short:
+            log.warning("data.shots=%d: classes with fewer distinct training images keep all they have: %s",
+                        self.shots, short)
+        if duplicates["checked"] and duplicates["val_files_with_copy_in_train"]:
+            log.warning(
+                "%d of %d val images have a pixel copy in train (data.dedupe=%s): val accuracy is optimistic",
+                duplicates["val_files_with_copy_in_train"],
+                report["val"],
+                self.dedupe,
+            )
         log.info(
             "%s: %d classes, train %d / val %d / test %d; train class counts %d..%d (imbalance %.1fx), rarest: %s",
             type(self).__name__,
-            len(names),
-            len(self.train_samples),
-            len(self.val_samples),
-            len(self.test_samples),
+            report["num_classes"],
+            report["train"],
+            report["val"],
+            report["test"],
             balance["min"],
             balance["max"],
             balance["imbalance_ratio"] or 0.0,
             ", ".join(balance["rarest"]),
         )
-        if unsplittable:
+        if report["unsplittable_classes"]:
             log.warning(
                 "classes with too few distinct images to appear in every split (kept in train): %s",
-                self.split_report["unsplittable_classes"],
+                report["unsplittable_classes"],
             )
         if balance["missing_classes"]:
             log.warning("classes with no training image: %s", balance["missing_classes"])
-        if self.normalization == "dataset" and (self.mean is None or self.std is None):
-            self._dataset_mean_std()
-
-    def _needs_scan(self, test: list[Sample] | None) -> bool:
-        """Decode-and-hash every file unless no policy needs it (dedupe none, errors at load time, no leak check)."""
-        return self.dedupe != "none" or self.on_bad_image == "skip" or (test is not None and self.test_view == "clean")
 
     def _fingerprints(self, samples: Sequence[Sample]) -> dict:
         name = hashlib.sha1(_common_dir(samples).encode()).hexdigest()[:12]
@@ -339,9 +272,6 @@ class ImageClassificationDataModule(L.LightningDataModule):
         if bad:
             log.warning("skipping %d unreadable image(s) (data.on_bad_image=skip), e.g. %s", len(bad), bad[0][0])
         return fingerprints
-
-    def _drop_bad(self, samples: list[Sample], fingerprints: dict) -> list[Sample]:
-        return [s for s in samples if fingerprints[s.path].ok]
 
     @staticmethod
     def _log_duplicates(report: dict[str, Any]) -> None:
@@ -496,11 +426,6 @@ class ImageClassificationDataModule(L.LightningDataModule):
 def _common_dir(samples: Sequence[Sample]) -> str:
     paths = [os.path.dirname(canonical_path(s.path)) for s in samples]
     return os.path.commonpath(paths) if paths else ""
-
-
-def _counts(samples: Sequence[Sample], num_classes: int) -> list[int]:
-    counter = Counter(s.label for s in samples)
-    return [counter.get(c, 0) for c in range(num_classes)]
 
 
 def wire(datamodule: Any, model: Any) -> Any:

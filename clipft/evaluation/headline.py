@@ -12,11 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from clipft import registry
+
 
 @dataclass(frozen=True)
 class HeadlineMetric:
     """``name``: the summary key's suffix; ``column``/``header``: the results table's; ``percent``: shown x100;
-    ``table``: a scalar the tables show (False for per-class dicts)."""
+    ``table``: a scalar the tables show (False for per-class dicts and numbers kept in the summary only)."""
 
     name: str
     compute: Callable[[dict[str, Any]], Any]
@@ -30,6 +32,9 @@ HEADLINE_METRICS: list[HeadlineMetric] = [
     HeadlineMetric("accuracy", lambda r: r["accuracy"], "acc", "acc"),
     HeadlineMetric("macro_f1", lambda r: r["macro_f1"], "macro_f1", "macro-F1"),
     HeadlineMetric("ece", lambda r: r["ece"], "ece", "ECE", percent=False),
+    # top-min(5, classes): the key is stable on any class count, top5_k says which k it is
+    HeadlineMetric("top5_accuracy", lambda r: r["top5_accuracy"], "top5_acc", "top-5 acc", table=False),
+    HeadlineMetric("top5_k", lambda r: r["top5_k"], "top5_k", "top-5 k", percent=False, table=False),
     HeadlineMetric(
         "per_class_accuracy",
         lambda r: {k: v["accuracy"] for k, v in r["per_class"].items()},
@@ -41,8 +46,13 @@ HEADLINE_METRICS: list[HeadlineMetric] = [
 
 
 def register_headline_metric(metric: HeadlineMetric) -> None:
-    """Add (or replace, by name) a headline metric."""
+    """Add (or replace, by name) a headline metric; also listed in :mod:`clipft.registry` (kind ``metric``)."""
     HEADLINE_METRICS[:] = [m for m in HEADLINE_METRICS if m.name != metric.name] + [metric]
+    registry.register("metric", metric, name=metric.name, description=metric.header)
+
+
+for _metric in HEADLINE_METRICS:
+    registry.register("metric", _metric, name=_metric.name, description=_metric.header)
 
 
 def headline_summary(report: dict[str, Any], split: str = "test") -> dict[str, Any]:

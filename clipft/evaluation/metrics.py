@@ -17,6 +17,7 @@ from torchmetrics.functional.classification import (
 )
 
 ECE_BINS = 15
+TOP_K = 5  # the report's ``top5_accuracy``: top-min(5, classes), the k used beside it as ``top5_k``
 PROB_FLOOR = 1e-12  # keeps log(prob) finite for the NLL of a probability that underflowed to 0
 
 
@@ -42,6 +43,9 @@ def negative_log_likelihood(probs: torch.Tensor, targets: torch.Tensor) -> float
 def classification_report(probs: torch.Tensor, targets: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:
     """Top-1/top-5 accuracy, macro-F1, 15-bin ECE, NLL, per-class accuracy/precision/recall/F1, confusion matrix.
 
+    ``top5_accuracy`` is always there, whatever the class count: with fewer than 5 classes it is
+    top-``c`` accuracy (1.0), and ``top5_k`` records the k it was computed with (5, or the class count).
+
     ``per_class[name]['accuracy']`` is that class's recall (the share of its images classified
     correctly), ``None`` when the class has no test images (precision: ``None`` when never
     predicted) rather than torchmetrics' 0; macro-F1 leaves out classes neither present nor
@@ -50,7 +54,7 @@ def classification_report(probs: torch.Tensor, targets: torch.Tensor, class_name
     probs = probs.float()
     targets = targets.long()
     c = len(class_names)
-    top_k = min(5, c)
+    top_k = min(TOP_K, c)
     recall = multiclass_recall(probs, targets, num_classes=c, average=None)
     precision = multiclass_precision(probs, targets, num_classes=c, average=None)
     f1 = multiclass_f1_score(probs, targets, num_classes=c, average=None)
@@ -70,7 +74,8 @@ def classification_report(probs: torch.Tensor, targets: torch.Tensor, class_name
     return {
         "num_samples": int(len(targets)),
         "accuracy": float(multiclass_accuracy(probs, targets, num_classes=c, average="micro")),
-        f"top{top_k}_accuracy": float(multiclass_accuracy(probs, targets, num_classes=c, average="micro", top_k=top_k)),
+        "top5_accuracy": float(multiclass_accuracy(probs, targets, num_classes=c, average="micro", top_k=top_k)),
+        "top5_k": top_k,
         "macro_f1": float(multiclass_f1_score(probs, targets, num_classes=c, average="macro")),
         "ece": expected_calibration_error(probs, targets),
         "nll": negative_log_likelihood(probs, targets),

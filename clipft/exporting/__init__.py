@@ -18,11 +18,14 @@ the checkpoint's on probe images; ``clipft_export.json`` records the largest dif
 
 from __future__ import annotations
 
+from clipft import registry
 from clipft.exporting.common import ExportResult
 from clipft.exporting.exporter import WRITERS, export_module
 from clipft.exporting.safetensors_format import load_safetensors_export
 
 FORMATS = tuple(WRITERS)
+for _name, _writer in WRITERS.items():
+    registry.register("exporter", _writer, name=_name)  # clipft.registry kind "exporter"
 
 __all__ = ["FORMATS", "ExportResult", "export_checkpoint", "export_module", "load_safetensors_export"]
 

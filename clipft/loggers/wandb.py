@@ -27,6 +27,8 @@ from typing import Any
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from torch import Tensor
 
+from clipft.utils.file_gate import read_yaml_mapping
+
 log = logging.getLogger(__name__)
 
 MAX_NAME = 512  # W&B shows long names truncated in tables; the full name stays in the run's overview
@@ -78,7 +80,6 @@ def multirun_sweep() -> tuple[set[str], list[str]] | None:
         hydra_cfg = HydraConfig.get()
     except Exception:  # noqa: BLE001 - no Hydra context (library use)
         return None
-    from omegaconf import OmegaConf
 
     node = hydra_cfg.sweeper.get("params")
     params = {str(k): None for k in node} if node is not None else {}
@@ -87,7 +88,7 @@ def multirun_sweep() -> tuple[set[str], list[str]] | None:
     sweep_args: list[str] = sys.argv[1:]
     if record.is_file():
         try:
-            sweep_args = list(OmegaConf.load(record).hydra.overrides.task)
+            sweep_args = [str(a) for a in read_yaml_mapping(record, ValueError)["hydra"]["overrides"]["task"]]
         except Exception as exc:  # noqa: BLE001 - unreadable: the command line is the same sweep
             log.debug("could not read %s (%s): the sweep's keys are taken from the command line", record, exc)
     return sweep_keys_of(sweep_args, params), [str(o) for o in hydra_cfg.overrides.task]

@@ -21,6 +21,7 @@ The other files are the parts methods share: the base classes (``classification`
 ``clip_method``), losses, optimisers and schedules, heads, WiSE-FT, checkpoint loading.
 """
 
+from clipft import registry
 from clipft.methods.clap import CLAP
 from clipft.methods.classification import ClassificationModule
 from clipft.methods.clip_adapter import CLIPAdapter
@@ -34,6 +35,12 @@ from clipft.methods.coop import CoOp
 from clipft.methods.linear_head_finetune import LinearHeadFineTune
 from clipft.methods.peft_finetune import PEFTFineTune
 from clipft.methods.tip_adapter import TipAdapter
+
+# Every ClassificationModule subclass registered itself (kind "method") when its module was
+# imported; registering the classes again adds the objects and the package-level paths.
+for _cls in (CLAP, CLIPAdapter, CLIPLinearProbe, CLIPZeroShot, CNNTransfer, CoCoOp, CoOp, ContrastiveFineTune,
+             LinearHeadFineTune, PEFTFineTune, TipAdapter):
+    registry.register("method", _cls)
 
 __all__ = [
     "CLAP",

@@ -27,15 +27,11 @@ CHOOSES_DATA = ("data", "experiment")
 
 
 def known_datamodules() -> set[str]:
-    """Every import path of clipft's datamodule classes (``clipft.data.X`` and the defining module's)."""
-    import clipft.data as data
-    from clipft.data.base import ImageClassificationDataModule
-    from clipft.data.streaming import StreamingDataModule
+    """Every import path of a registered datamodule (clipft.registry kind ``datamodule``: clipft's own,
+    ``clipft.data.X`` and the defining module's path, and what ``clipft.plugins`` packages register)."""
+    from clipft import registry
 
-    classes = {obj for obj in vars(data).values() if isinstance(obj, type) and issubclass(obj, ImageClassificationDataModule)}
-    classes.add(StreamingDataModule)
-    names = {f"{cls.__module__}.{cls.__qualname__}" for cls in classes}
-    return names | {f"clipft.data.{cls.__qualname__}" for cls in classes if getattr(data, cls.__qualname__, None) is cls}
+    return registry.paths("datamodule")
 
 
 def gate_data_node(data: Any, source: str, trust: bool = False) -> dict[str, Any]:

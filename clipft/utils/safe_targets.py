@@ -4,8 +4,8 @@ A clipft checkpoint records its LightningModule class and, inside its hyper-para
 ``_target_`` of its backbone, optimizer and scheduler. Resolving those strings with
 ``importlib`` would let a crafted file call any function (``{'module': 'os.system'}``). So a
 file is checked **before anything is imported or built**: every name must be in this registry
-(clipft's own modules and backbones, torch optimizers and schedulers, what extensions add
-with :func:`register_safe_target`), and every value must be plain data (str, number, bool,
+(:mod:`clipft.registry`: clipft's own methods and backbones, torch optimizers and schedulers,
+what installed ``clipft.plugins`` packages register), and every value must be plain data (str, number, bool,
 None, list, dict) that the class's signature accepts. Anything else is refused with one line.
 
 ``trust_checkpoint=True`` (``--trust-checkpoint`` on the CLIs, after transformers'
@@ -18,55 +18,73 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Set
 from typing import Any
 
+from clipft import registry
 from clipft.errors import CheckpointError
 
-# Written as strings so that checking a name never imports anything the file chose. Methods are
-# not listed: every ClassificationModule subclass registers itself when its module is imported
-# (clipft.methods.classification); clipft.methods.loading imports clipft.methods before any check.
-_MODULES: tuple[str, ...] = ()
-_BACKBONES = (
-    "clipft.models.HFCLIPBackbone",
-    "clipft.models.hf_clip.HFCLIPBackbone",
-    "clipft.models.HFAutoBackbone",
-    "clipft.models.hf_auto.HFAutoBackbone",
-    "clipft.models.HFSiglipBackbone",
-    "clipft.models.hf_siglip.HFSiglipBackbone",
-    "clipft.models.OpenCLIPBackbone",
-    "clipft.models.open_clip_backbone.OpenCLIPBackbone",
-    "clipft.models.DualEncoderBackbone",
-    "clipft.models.dual_encoder.DualEncoderBackbone",
-    "clipft.models.TorchvisionBackbone",
-    "clipft.models.torchvision_backbones.TorchvisionBackbone",
-    "clipft.models.build_torchvision_backbone",
-    "clipft.models.torchvision_backbones.build_torchvision_backbone",
-)
-_OPTIMIZERS = tuple(
-    f"torch.optim.{name}"
-    for name in ("AdamW", "Adam", "SGD", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam")
-)
+# torch's optimizers and schedulers, registered by their public names (``torch.optim.AdamW``). A
+# checkpoint's names are only ever looked up in clipft.registry (methods, backbones, what plugins
+# add); nothing a file names is imported before it is found there.
+_OPTIMIZERS = ("AdamW", "Adam", "SGD", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam")
 # LambdaLR / MultiplicativeLR take callables, which a checkpoint cannot hold: left out on purpose.
-_SCHEDULERS = tuple(
-    f"torch.optim.lr_scheduler.{name}"
-    for name in (
-        "StepLR",
-        "MultiStepLR",
-        "ConstantLR",
-        "LinearLR",
-        "ExponentialLR",
-        "PolynomialLR",
-        "CosineAnnealingLR",
-        "CosineAnnealingWarmRestarts",
-        "OneCycleLR",
-        "CyclicLR",
-        "ReduceLROnPlateau",
-    )
+_SCHEDULERS = (
+    "StepLR",
+    "MultiStepLR",
+    "ConstantLR",
+    "LinearLR",
+    "ExponentialLR",
+    "PolynomialLR",
+    "CosineAnnealingLR",
+    "CosineAnnealingWarmRestarts",
+    "OneCycleLR",
+    "CyclicLR",
+    "ReduceLROnPlateau",
 )
+for _name in _OPTIMIZERS:
+    registry.register_path("optimizer", f"torch.optim.{_name}")
+for _name in _SCHEDULERS:
+    registry.register_path("scheduler", f"torch.optim.lr_scheduler.{_name}")
 
-MODULE_TARGETS: set[str] = set(_MODULES)
-SAFE_TARGETS: set[str] = set(_MODULES + _BACKBONES + _OPTIMIZERS + _SCHEDULERS)
+# the kinds a checkpoint's nested ``_target_`` may name, and the kind its module must be
+TARGET_KINDS = ("method", "backbone", "optimizer", "scheduler")
+MODULE_KINDS = ("method",)
+
+
+class RegisteredPaths(Set[str]):
+    """A live, read-mostly view of the registry's dotted paths of some kinds (no second list of names).
+
+    Membership loads clipft's own packages of those kinds and the ``clipft.plugins`` entry points
+    first (once), so a fresh process knows every installed method and backbone."""
+
+    def __init__(self, kinds: tuple[str, ...]) -> None:
+        self.kinds = kinds
+
+    def _paths(self) -> set[str]:
+        return registry.paths(*self.kinds)
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str) and path in self._paths()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._paths()))
+
+    def __len__(self) -> int:
+        return len(self._paths())
+
+    def __repr__(self) -> str:
+        return f"RegisteredPaths({self.kinds}: {len(self)} paths)"
+
+    def add(self, path: str) -> None:
+        register_safe_target(path, module=self.kinds == MODULE_KINDS)
+
+    def discard(self, path: str) -> None:
+        registry.unregister_path(path)
+
+
+MODULE_TARGETS = RegisteredPaths(MODULE_KINDS)
+SAFE_TARGETS = RegisteredPaths(TARGET_KINDS)
 PLAIN_TYPES = (str, int, float, bool, type(None))
 
 TRUST_HINT = (
@@ -82,16 +100,14 @@ class UntrustedCheckpointError(CheckpointError):
     """A checkpoint names something clipft does not build from files (it could run code)."""
 
 
-def register_safe_target(path: str, module: bool = False) -> None:
-    """Allow ``path`` (``package.module.Class``) in checkpoints; ``module=True``: as a LightningModule.
+def register_safe_target(path: str, module: bool = False, kind: str | None = None) -> None:
+    """Allow ``path`` (``package.module.Class``) in checkpoints: ``module=True`` as a method (a
+    LightningModule), else as ``kind`` (default ``backbone``). The same as
+    ``clipft.registry.register_path(kind, path)``; prefer ``clipft.registry.register`` with the class.
 
-    For extensions: register your own backbone or method where it is defined, so checkpoints
-    of it load without ``trust_checkpoint``. Only register classes whose constructors take data,
-    never callables or shell commands.
+    Only register classes whose constructors take data, never callables or shell commands.
     """
-    SAFE_TARGETS.add(str(path))
-    if module:
-        MODULE_TARGETS.add(str(path))
+    registry.register_path("method" if module else (kind or "backbone"), str(path))
 
 
 def untrusted_source() -> str | None:
@@ -179,6 +195,8 @@ def check_arguments(target: Any, params: Mapping[str, Any], where: str, source: 
 
 
 def resolve_registered(target: str) -> Any:
-    from clipft.utils.locate import locate
-
-    return locate(target)
+    """The object registered under the dotted path ``target`` (checked against the registry first)."""
+    entry = registry.find_path(target, (*TARGET_KINDS, "datamodule"))
+    if entry is None:
+        raise UntrustedCheckpointError(f"{target!r} is not registered in clipft.registry; {TRUST_HINT}")
+    return entry.load()

@@ -1,7 +1,7 @@
 """Example backbone (docs/extending.md): a conv image tower and a bag-of-characters text tower.
 
 A backbone implements clipft.models.contract.VisionLanguageBackbone (TokenEmbeddingPath gives
-encode_text_embeddings from token_embedding()) and registers its class for checkpoints; every CLIP method then trains and evaluates it unchanged.
+encode_text_embeddings from token_embedding()) and registers its class in clipft.registry (kind "backbone"); every CLIP method then trains and evaluates it unchanged.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import math
 import torch
 from torch import nn
 
+from clipft import registry
 from clipft.models.contract import TokenEmbeddingPath
-from clipft.utils.safe_targets import register_safe_target
 
-register_safe_target(f"{__name__}.BagOfWordsCLIP")
 VOCAB = " abcdefghijklmnopqrstuvwxyz.,"
 
 
+@registry.register("backbone", tiny=lambda tmp: BagOfWordsCLIP())  # checkpoints may name it; contract-tested
 class BagOfWordsCLIP(TokenEmbeddingPath, nn.Module):
     def __init__(self, embed_dim: int = 16, image_size: int = 32) -> None:
         super().__init__()
