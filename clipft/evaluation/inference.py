@@ -18,20 +18,17 @@ from clipft.data.images import is_image_file, load_rgb
 from clipft.data.transforms import build_transform
 from clipft.errors import CheckpointError, DataError
 from clipft.models.contract import VisionLanguageBackbone
+from clipft.utils.constants import CLIP_PREPROCESSING
 
 # what a module that records nothing gets (CLIP's normalisation at 224 px)
-DEFAULT_PREPROCESSING = {
-    "image_size": 224,
-    "mean": [0.48145466, 0.4578275, 0.40821073],
-    "std": [0.26862954, 0.26130258, 0.27577711],
-}
+DEFAULT_PREPROCESSING = CLIP_PREPROCESSING.as_dict()
 
 
 def model_preprocessing(model: nn.Module) -> dict[str, Any]:
     """Image size/mean/std the run evaluated with: recorded in the checkpoint, else the backbone's."""
     recorded = (getattr(model, "checkpoint_meta", None) or {}).get("preprocessing")
     merged = {**DEFAULT_PREPROCESSING, **dict(recorded or getattr(model, "preprocessing", None) or {})}
-    return {k: merged[k] for k in DEFAULT_PREPROCESSING}
+    return {k: merged[k] for k in DEFAULT_PREPROCESSING}  # a plain dict: **-able, JSON-able
 
 
 def eval_transform(model: nn.Module) -> Callable[[Any], torch.Tensor]:

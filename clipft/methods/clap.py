@@ -104,7 +104,6 @@ class CLAP(CLIPMethod):
             class_names, clip, optimizer or {"_target_": "torch.optim.SGD", "lr": float(lr)}, None, prompts,
             freeze_image_tower=True, freeze_text_tower=True, freeze_logit_scale=True,
         )
-        self.save_hyperparameters()
         self.epochs, self.lr, self.momentum, self.constraint = int(epochs), float(lr), float(momentum), constraint
         self.feature_batch_size = int(feature_batch_size)
         self.penalty_reduction, self.anchors, self.schedule = penalty_reduction, anchors, schedule

@@ -7,7 +7,10 @@ everything a run reports (val/test accuracy, macro-F1, ECE, per-sample probabili
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import inspect
+import math
+import types
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -62,16 +65,16 @@ class ClassificationModule(L.LightningModule):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
+        # the concrete class's constructor arguments, recorded once here for every subclass: what a
+        # checkpoint rebuilds the module from (``hyper_parameters``); subclasses do not call this themselves
+        self.save_hyperparameters(frame=_outermost_init_frame(self, inspect.currentframe()))
         if isinstance(class_names, (str, bytes)) or not class_names or len(class_names) < 2:
             raise ConfigError(f"a classifier needs a list of at least 2 class names, got {class_names!r}")
         not_text = [n for n in class_names if not isinstance(n, str)]
         if not_text:
             raise ConfigError(f"class_names must be strings (they go into prompts and reports), got {not_text[:3]!r}")
-        if not 0.0 <= float(label_smoothing) < 1.0:
-            raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        lr = dict(optimizer or {}).get("lr")
-        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
-            raise ConfigError(f"optimizer.lr must be a positive number, got {lr!r}")
+        # the concrete class's own arguments, with what this base uses (a method may pass a default optimizer)
+        type(self).check_arguments({**dict(self.hparams), "optimizer": optimizer or {}, "label_smoothing": label_smoothing})
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
         self.optimizer_config = dict(optimizer)
@@ -82,6 +85,24 @@ class ClassificationModule(L.LightningModule):
         self.test_outputs: dict[str, torch.Tensor] = {}
         self._test_probs: list[torch.Tensor] = []
         self._test_targets: list[torch.Tensor] = []
+
+    @classmethod
+    def check_arguments(cls, arguments: Mapping[str, Any]) -> None:
+        """Raise :class:`ConfigError` naming the first bad constructor argument (``optimizer.lr=-1 is not allowed:
+        expected ...``). Every value is checked here, once: the constructor calls it with its arguments, and the
+        pipeline with the config's ``model`` node before anything is built (a typo fails in a second, not after the
+        data scan). Absent or null arguments are skipped; a method with arguments of its own extends it."""
+        optimizer = arguments.get("optimizer")
+        if isinstance(optimizer, Mapping):
+            lr = optimizer.get("lr")
+            if not _number(lr) or lr <= 0:
+                raise ConfigError(f"optimizer.lr={lr!r} is not allowed: expected a positive number, e.g. 1e-4")
+            weight_decay = optimizer.get("weight_decay")
+            if weight_decay is not None and (not _number(weight_decay) or weight_decay < 0):
+                raise ConfigError(f"optimizer.weight_decay={weight_decay!r} is not allowed: expected a number >= 0")
+        label_smoothing = arguments.get("label_smoothing")
+        if label_smoothing is not None and (not _number(label_smoothing) or not 0 <= label_smoothing < 1):
+            raise ConfigError(f"label_smoothing={label_smoothing!r} is not allowed: expected a number in [0, 1)")
 
     # ------------------------------------------------------------------ to implement
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -200,6 +221,19 @@ class ClassificationModule(L.LightningModule):
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _outermost_init_frame(module: L.LightningModule, frame: types.FrameType | None) -> types.FrameType | None:
+    """The frame of the outermost ``__init__`` running on ``module``: the concrete class's constructor, whose
+    arguments (as it received them) are the module's hyper-parameters. None: the caller's frame (Lightning's default)."""
+    found = None
+    while frame is not None and frame.f_code.co_name == "__init__" and frame.f_locals.get("self") is module:
+        found, frame = frame, frame.f_back
+    return found
 
 
 def plain_containers(obj: Any) -> Any:

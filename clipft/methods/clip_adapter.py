@@ -46,7 +46,6 @@ class CLIPAdapter(CLIPMethod):
             class_names, clip, optimizer, scheduler, prompts, label_smoothing,
             freeze_image_tower=True, freeze_text_tower=True, freeze_logit_scale=True,
         )
-        self.save_hyperparameters()
         self.ratio = float(ratio)
         dim = int(self.backbone.embed_dim)
         hidden = max(dim // reduction, 1)

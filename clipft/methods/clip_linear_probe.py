@@ -81,7 +81,6 @@ class CLIPLinearProbe(ClassificationModule):
         ties: str | None = None,
     ) -> None:
         super().__init__(class_names, optimizer or dict(NO_OPTIMIZER), None)
-        self.save_hyperparameters()
         if feature_norm not in FEATURE_NORMS:
             raise ConfigError(f"feature_norm={feature_norm!r} is not one of {list(FEATURE_NORMS)}")
         if c_search not in C_SEARCHES:

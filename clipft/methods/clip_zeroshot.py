@@ -48,7 +48,6 @@ class CLIPZeroShot(ClassificationModule):
         scheduler: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(class_names, optimizer or dict(NO_OPTIMIZER), None)
-        self.save_hyperparameters()
         members = list(ensemble or ([{"clip": clip}] if clip else []))
         if not members:
             raise ConfigError("CLIPZeroShot needs clip (one backbone config) or ensemble (a list of {clip: ...})")

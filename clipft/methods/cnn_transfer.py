@@ -10,7 +10,7 @@ support are inherited from :class:`ClassificationModule`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -57,14 +57,7 @@ class CNNTransfer(ClassificationModule):
         image_size: int = 224,
         channels_last: bool = False,
     ) -> None:
-        super().__init__(class_names, optimizer, scheduler, label_smoothing)
-        self.save_hyperparameters()
-        if not 0.0 <= float(head_dropout) < 1.0:
-            raise ConfigError(f"head_dropout must be in [0, 1), got {head_dropout!r}")
-        if backbone_lr is not None and not float(backbone_lr) > 0:
-            raise ConfigError(f"backbone_lr must be a positive number or null, got {backbone_lr!r}")
-        if not isinstance(image_size, int) or image_size < 16:
-            raise ConfigError(f"image_size must be an integer >= 16, got {image_size!r}")
+        super().__init__(class_names, optimizer, scheduler, label_smoothing)  # checks every argument (check_arguments)
         self.backbone = instantiate(backbone or DEFAULT_BACKBONE, config_path="backbone")
         if not isinstance(self.backbone, ImageBackbone):
             raise ConfigError(
@@ -80,6 +73,19 @@ class CNNTransfer(ClassificationModule):
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
         self._stage_callback = TwoStageFinetuning(**self.finetuning) if self.finetuning else None
+
+    @classmethod
+    def check_arguments(cls, arguments: Mapping[str, Any]) -> None:
+        """``head_dropout`` in [0, 1), ``backbone_lr`` > 0 or null, ``image_size`` an integer >= 16; then the base's."""
+        super().check_arguments(arguments)
+        head_dropout, backbone_lr = arguments.get("head_dropout", 0.0), arguments.get("backbone_lr")
+        image_size = arguments.get("image_size", 224)
+        if not isinstance(head_dropout, (int, float)) or isinstance(head_dropout, bool) or not 0.0 <= head_dropout < 1.0:
+            raise ConfigError(f"head_dropout={head_dropout!r} is not allowed: expected a number in [0, 1)")
+        if backbone_lr is not None and (isinstance(backbone_lr, bool) or not isinstance(backbone_lr, (int, float)) or not backbone_lr > 0):
+            raise ConfigError(f"backbone_lr={backbone_lr!r} is not allowed: expected a positive number or null")
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16:
+            raise ConfigError(f"image_size={image_size!r} is not allowed: expected an integer >= 16 (pixels)")
 
     # ------------------------------------------------------------------ structure
     @property

@@ -74,10 +74,10 @@ class CoCoOp(CoOp):
         if meta_net_init not in META_NET_INITS:
             raise ConfigError(f"meta_net_init must be one of {list(META_NET_INITS)}, got {meta_net_init!r}")
         super().__init__(
-            class_names, clip, optimizer, scheduler, prompts, n_ctx, ctx_init, False, label_smoothing,
+            class_names=class_names, clip=clip, optimizer=optimizer, scheduler=scheduler, prompts=prompts,
+            n_ctx=n_ctx, ctx_init=ctx_init, class_specific=False, label_smoothing=label_smoothing,
             class_token_position="end", init_seed=init_seed,
         )
-        self.save_hyperparameters()
         self.bias_decay = bool(bias_decay)
         dim, width = int(self.backbone.embed_dim), int(self.prompt_embeddings.shape[-1])
         hidden = max(dim // int(meta_reduction), 1)

@@ -10,7 +10,8 @@ method becomes the "frozen zero-shot head" recipe with a contrastive term.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -51,10 +52,6 @@ class ContrastiveFineTune(CLIPMethod):
         learning_rates: dict[str, float | None] | None = None,
         layer_decay: float | None = None,
     ) -> None:
-        if sim_weight < 0 or cls_weight < 0 or sim_weight + cls_weight <= 0:
-            raise ConfigError(
-                f"sim_weight={sim_weight} and cls_weight={cls_weight}: both must be >= 0 and at least one > 0"
-            )
         if contrastive_target not in TARGET_MODES:
             raise ConfigError(f"contrastive_target={contrastive_target!r} is not one of {list(TARGET_MODES)}")
         if loss not in LOSSES:
@@ -65,14 +62,27 @@ class ContrastiveFineTune(CLIPMethod):
             class_names, clip, optimizer, scheduler, prompts, label_smoothing,
             freeze_image_tower, freeze_text_tower, freeze_logit_scale, learning_rates, layer_decay,
         )
-        if type(self) is ContrastiveFineTune:  # a subclass records its own arguments (a checkpoint rebuilds it from them)
-            self.save_hyperparameters()
-        self.sim_weight, self.cls_weight = float(sim_weight), float(cls_weight)
+        self.sim_weight, self.cls_weight = float(sim_weight), float(cls_weight)  # checked by check_arguments
         self.contrastive_target = contrastive_target
         self.loss_kind = loss
         # the objective's parts per epoch: a torchmetrics mean updated on the device every step (no
         # self.log per step: Lightning's bookkeeping costs ~1.4 ms a call, docs/performance.md)
         self.train_loss_parts = torch.nn.ModuleDict({"loss_sim": MeanMetric(), "loss_cls": MeanMetric()})
+
+    @classmethod
+    def check_arguments(cls, arguments: Mapping[str, Any]) -> None:
+        """The loss weights (``sim_weight``, ``cls_weight``: each >= 0, their sum > 0), after the base's checks."""
+        super().check_arguments(arguments)
+        weights = {k: arguments[k] for k in ("sim_weight", "cls_weight") if arguments.get(k) is not None}
+        for key, value in weights.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{key}={value!r} is not allowed: expected a number >= 0 (and sim_weight + cls_weight > 0)")
+        if len(weights) == 2 and weights["sim_weight"] + weights["cls_weight"] <= 0:
+            sim, cls_ = weights["sim_weight"], weights["cls_weight"]
+            raise ConfigError(
+                f"sim_weight={sim!r} + cls_weight={cls_!r} is 0: nothing would be trained; set at least one of them > 0 "
+                "(FLYP: sim_weight=1 cls_weight=0; cross-entropy only: model=clip_linear_head)"
+            )
 
     def training_text_features(self) -> torch.Tensor:
         """One text embedding per class for this step; a frozen text tower gives the cached zero-shot head."""

@@ -151,8 +151,6 @@ class CoOp(CLIPMethod):
             class_names, clip, optimizer, scheduler, prompts, label_smoothing,
             freeze_image_tower=True, freeze_text_tower=True, freeze_logit_scale=True,
         )
-        if type(self) is CoOp:  # a subclass records its own arguments (a checkpoint rebuilds it from them)
-            self.save_hyperparameters()
         self._check_scheduler_config()
         self.bias_decay = True  # weight decay on every trained parameter, as Dassl's build_optimizer
         self._init_generator = generator  # CoCoOp draws its meta-net from it too

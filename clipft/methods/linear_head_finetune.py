@@ -48,7 +48,6 @@ class LinearHeadFineTune(CLIPMethod):
             class_names, clip, optimizer, scheduler, prompts, label_smoothing,
             freeze_image_tower, True, freeze_logit_scale, learning_rates, layer_decay,
         )
-        self.save_hyperparameters()
         self.init_head_from = init_head_from
         self.freeze_head = bool(freeze_head)
         self.head = nn.Linear(int(self.backbone.embed_dim), self.num_classes)

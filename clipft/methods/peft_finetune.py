@@ -104,7 +104,6 @@ class PEFTFineTune(ContrastiveFineTune):
             class_names, clip, optimizer, scheduler, prompts, sim_weight, cls_weight, label_smoothing,
             contrastive_target, loss=loss, freeze_logit_scale=True,
         )
-        self.save_hyperparameters()
         self.adapter_config = {**DEFAULT_ADAPTER, **dict(adapter or {})}
         targets = _targets(type(self.backbone).__name__, target_modules, towers)
         given_image = isinstance(target_modules, str) or bool(dict(target_modules or {}).get("image"))

@@ -98,7 +98,6 @@ class TipAdapter(CLIPMethod):
             class_names, clip, optimizer, scheduler, prompts, label_smoothing,
             freeze_image_tower=True, freeze_text_tower=True, freeze_logit_scale=True,
         )
-        self.save_hyperparameters()
         self.finetune_keys = bool(finetune_keys)
         if search_scale is not None:  # the reference's grids (utils.py:103-104)
             search_beta, search_alpha = (reference_grid(float(scale), int(steps)) for scale, steps in zip(search_scale, search_step))

@@ -14,7 +14,7 @@ inside the method's hyper-parameters. The class must be in :mod:`clipft.utils.sa
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -27,13 +27,14 @@ class VisionLanguageBackbone(Protocol):
 
     Attributes:
         embed_dim: width of the shared embedding space.
-        preprocessing: ``{image_size, mean, std}`` the image tower expects.
+        preprocessing: ``{image_size, mean, std}`` the image tower expects (a
+            :class:`clipft.utils.constants.Preprocessing`, or any mapping with those keys).
         is_pretrained: False when the weights are a random initialisation that the config cannot
             reproduce (there is then no zero-shot model for WiSE-FT to interpolate towards).
     """
 
     embed_dim: int
-    preprocessing: dict[str, Any]
+    preprocessing: Mapping[str, Any]
     is_pretrained: bool
 
     @property
@@ -89,7 +90,7 @@ class ImageBackbone(Protocol):
     feature_dim: int
 
     @property
-    def preprocessing(self) -> dict[str, Any]: ...
+    def preprocessing(self) -> Mapping[str, Any]: ...
 
     def blocks(self) -> list[nn.Module]:
         """The body's stages, input to output (two-stage fine-tuning unfreezes from the end)."""

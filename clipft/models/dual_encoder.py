@@ -23,6 +23,7 @@ from clipft.errors import ConfigError
 from clipft.models.contract import TokenEmbeddingPath
 from clipft.models.towers import HFTextTower, build_image_tower
 from clipft.utils.arguments import check_image_size
+from clipft.utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Preprocessing
 
 
 class DualEncoderBackbone(TokenEmbeddingPath, nn.Module):
@@ -95,11 +96,10 @@ class DualEncoderBackbone(TokenEmbeddingPath, nn.Module):
             self.text.requires_grad_(False)
         self.train()  # locked towers start in eval mode too (Lightning restores modes, it does not call train())
         tower_pre = dict(getattr(self.visual, "preprocessing", {}) or {})
-        self.preprocessing = {
-            "image_size": int(image_size or tower_pre.get("image_size") or 224),
-            "mean": [float(x) for x in (image_mean or tower_pre.get("mean") or (0.485, 0.456, 0.406))],
-            "std": [float(x) for x in (image_std or tower_pre.get("std") or (0.229, 0.224, 0.225))],
-        }
+        self.preprocessing = Preprocessing.resolve(
+            image_size or tower_pre.get("image_size"), image_mean or tower_pre.get("mean"), image_std or tower_pre.get("std"),
+            default_mean=IMAGENET_DEFAULT_MEAN, default_std=IMAGENET_DEFAULT_STD,
+        )
 
     # ------------------------------------------------------------------ interface
     @property

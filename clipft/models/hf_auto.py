@@ -15,9 +15,10 @@ from torch import nn
 
 from clipft.errors import ConfigError
 from clipft.models.contract import TokenEmbeddingPath
+from clipft.models.hf_clip import _load_pretrained_tokenizer, _load_processor_config, _processor_size
 from clipft.models.remote_code import check_hf_folder
-from clipft.models.hf_clip import OPENAI_MEAN, OPENAI_STD, _load_pretrained_tokenizer, _load_processor_config, _processor_size
 from clipft.utils.arguments import check_image_size
+from clipft.utils.constants import Preprocessing
 
 IMAGE_TOWERS = ("vision_model", "visual", "vision_tower", "image_model")
 TEXT_TOWERS = ("text_model", "text", "text_tower", "language_model")
@@ -66,11 +67,9 @@ class HFAutoBackbone(TokenEmbeddingPath, nn.Module):
         self.visual = _tower(self.model, IMAGE_TOWERS, "image", name_or_path)
         self.text = _tower(self.model, TEXT_TOWERS, "text", name_or_path)
         processor = _load_processor_config(str(name_or_path), revision, trust_remote_code=bool(trust_remote_code))
-        self.preprocessing = {
-            "image_size": int(image_size or _processor_size(processor) or 224),
-            "mean": [float(x) for x in (image_mean or processor.get("image_mean") or OPENAI_MEAN)],
-            "std": [float(x) for x in (image_std or processor.get("image_std") or OPENAI_STD)],
-        }
+        self.preprocessing = Preprocessing.resolve(
+            image_size or _processor_size(processor), image_mean or processor.get("image_mean"), image_std or processor.get("image_std")
+        )
         self.max_text_length = int(max_text_length)
         with torch.no_grad():
             self.embed_dim = int(self.encode_text(**self.tokenize(["a"])).shape[-1])

@@ -18,10 +18,8 @@ from clipft.errors import ConfigError
 from clipft.models.contract import TokenEmbeddingPath
 from clipft.models.remote_code import check_hf_folder
 from clipft.utils.arguments import check_image_size
+from clipft.utils.constants import Preprocessing
 from clipft.utils.size_limits import check_sizes
-
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class HFCLIPBackbone(TokenEmbeddingPath, nn.Module):
@@ -80,11 +78,9 @@ class HFCLIPBackbone(TokenEmbeddingPath, nn.Module):
         vision = self.model.config.vision_config
         check_image_size(image_size, "image_size")
         size = image_size or _processor_size(processor_cfg) or vision.image_size
-        self.preprocessing = {
-            "image_size": int(size),
-            "mean": [float(x) for x in (image_mean or processor_cfg.get("image_mean") or OPENAI_MEAN)],
-            "std": [float(x) for x in (image_std or processor_cfg.get("image_std") or OPENAI_STD)],
-        }
+        self.preprocessing = Preprocessing.resolve(
+            size, image_mean or processor_cfg.get("image_mean"), image_std or processor_cfg.get("image_std")
+        )
         self.max_text_length = int(
             max_text_length or min(self.model.config.text_config.max_position_embeddings, 77)
         )

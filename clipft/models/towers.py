@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from clipft.errors import ConfigError
+from clipft.utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Preprocessing
 
 IMAGE_TOWER_SOURCES = ("torchvision", "timm")
 
@@ -46,11 +47,10 @@ class TimmImageTower(nn.Module):
             ) from exc
         self.feature_dim = int(self.model.num_features)
         cfg = getattr(self.model, "pretrained_cfg", {}) or {}
-        self.preprocessing = {
-            "image_size": int((cfg.get("input_size") or (3, 224, 224))[-1]),
-            "mean": list(cfg.get("mean") or (0.485, 0.456, 0.406)),
-            "std": list(cfg.get("std") or (0.229, 0.224, 0.225)),
-        }
+        self.preprocessing = Preprocessing.resolve(
+            (cfg.get("input_size") or (3, 224, 224))[-1], cfg.get("mean"), cfg.get("std"),
+            default_mean=IMAGENET_DEFAULT_MEAN, default_std=IMAGENET_DEFAULT_STD,
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)

@@ -1,10 +1,13 @@
 """Check a composed config before anything is built: one clear line instead of a deep torch trace.
 
 Unknown group options (``model=foo``) are Hydra's own error, which already lists the available
-options. This step catches what Hydra cannot: values that compose fine but make no sense
-(a negative learning rate, a batch size of 0, loss weights that sum to 0, a required path left
-``???``). Each rule names the key, the bad value and what is allowed; rules whose key is absent
-from the config (another model or datamodule) are skipped.
+options. This step catches what Hydra cannot, before anything expensive is built: a required
+value left ``???``, a path that does not exist, and the run-level and data values in ``RULES``
+(kept here because the datamodule, built first, owns no early check of its own yet). Model values
+are checked once, by the model class that owns them (``ClassificationModule.check_arguments`` and
+the methods that extend it): this step only runs that check on the ``model`` node, so a bad
+learning rate fails before the data scan. Each error names the key, the bad value and what is
+allowed; rules whose key is absent from the config (another datamodule) are skipped.
 """
 
 from __future__ import annotations
@@ -17,14 +20,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from clipft.errors import CheckpointError, ConfigError
+from clipft.errors import CheckpointError, ClipftError, ConfigError
 from clipft.prompts import resolve_project_file
 
 _MISSING = object()
 
 # what a `???` key needs, for the ones users most often forget
 MISSING_HINTS = {
-    "data.root": "a folder of class subfolders, e.g. data.root=/path/to/images",
+    "data.root": "the dataset folder, e.g. data.root=/path/to/images (README.md, section \"Data\")",
     "ckpt_path": "a checkpoint file, e.g. ckpt_path=outputs/<run>/<time>/checkpoints/best.ckpt",
     "init_from": "the checkpoint whose weights start this run, e.g. init_from=outputs/<run>/<time>/checkpoints/best.ckpt",
     "model.init_head_from": "the linear-probe run's checkpoint, e.g. model.init_head_from=RUN_LP/checkpoints/best.ckpt",
@@ -48,10 +51,6 @@ def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def positive(value: Any) -> bool:
-    return _number(value) and value > 0
-
-
 def non_negative(value: Any) -> bool:
     return _number(value) and value >= 0
 
@@ -72,17 +71,10 @@ PRECISIONS = ("auto", "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf1
 
 RULES: tuple[Rule, ...] = (
     Rule("seed", optional(_int), "an integer or null"),
-    Rule("model.optimizer.lr", positive, "a positive number, e.g. 1e-4"),
-    Rule("model.optimizer.weight_decay", optional(non_negative), "a number >= 0"),
-    Rule("model.sim_weight", non_negative, "a number >= 0 (and sim_weight + cls_weight > 0)"),
-    Rule("model.cls_weight", non_negative, "a number >= 0 (and sim_weight + cls_weight > 0)"),
-    Rule("model.label_smoothing", fraction, "a number in [0, 1)"),
     Rule("data.batch_size", positive_int, "an integer >= 1"),
     Rule("data.eval_batch_size", optional(positive_int), "an integer >= 1 or null (same as data.batch_size)"),
     Rule("data.num_workers", lambda v: _int(v) and v >= 0, "an integer >= 0"),
     Rule("data.image_size", optional(positive_int), "an integer >= 1 (pixels) or null (the backbone's size)"),
-    Rule("model.image_size", optional(positive_int), "an integer >= 1 (pixels) or null (the backbone's size)"),
-    Rule("model.clip.image_size", optional(positive_int), "an integer >= 1 (pixels) or null (the backbone's size)"),
     Rule("data.val_fraction", fraction, "a number in [0, 1)"),
     Rule("data.test_fraction", fraction, "a number in [0, 1)"),
     Rule("trainer.max_epochs", lambda v: v is None or (_int(v) and (v >= 1 or v == -1)), "an integer >= 1 (or -1: no limit)"),
@@ -101,7 +93,7 @@ def validate_config(cfg: DictConfig, task: str = "train") -> None:
             continue
         if not rule.check(value):
             raise ConfigError(f"{rule.key}={value!r} is not allowed: expected {rule.allowed}")
-    _check_loss_weights(cfg)
+    _check_model_arguments(cfg)
     _check_paths(cfg, task)
 
 
@@ -129,15 +121,36 @@ def _check_missing(cfg: DictConfig) -> None:
         raise ConfigError(f"{key} is required but not set (???): pass {hint}{others}")
 
 
-def _check_loss_weights(cfg: DictConfig) -> None:
-    sim, cls = _select(cfg, "model.sim_weight"), _select(cfg, "model.cls_weight")
-    if sim is _MISSING or cls is _MISSING:
+def _check_model_arguments(cfg: DictConfig) -> None:
+    """The model's own argument check (its class's ``check_arguments``), run on the ``model`` node now: the model
+    is built only after the datamodule has scanned the data, and a bad learning rate must not wait for that.
+    The rules live with the class; this names the key the way the config does (``model.optimizer.lr=...``)."""
+    target = _select(cfg, "model._target_")
+    if not isinstance(target, str):
         return
-    if sim + cls <= 0:
-        raise ConfigError(
-            f"model.sim_weight={sim!r} + model.cls_weight={cls!r} is 0: nothing would be trained; "
-            "set at least one of them > 0 (FLYP: sim_weight=1 cls_weight=0; cross-entropy only: model=clip_linear_head)"
-        )
+    from clipft.methods.classification import ClassificationModule
+    from clipft.utils.locate import locate
+
+    try:
+        module_class = locate(target)
+    except ClipftError:
+        return  # building the model reports the bad _target_
+    if not (isinstance(module_class, type) and issubclass(module_class, ClassificationModule)):
+        return
+    arguments: dict[str, Any] = {}
+    for key in cfg.model:
+        try:
+            value = _select(cfg, f"model.{key}")
+        except Exception:  # noqa: BLE001 - a value only the run can resolve: the constructor checks it
+            continue
+        if value is not _MISSING:
+            arguments[str(key)] = value
+    try:
+        module_class.check_arguments(arguments)
+    except ClipftError as exc:
+        if exc.config_path is None:  # "optimizer.lr=-1 ..." -> "model.optimizer.lr=-1 ..."
+            raise type(exc)(f"model.{exc}") from None
+        raise exc.located("model") from None
 
 
 def _check_paths(cfg: DictConfig, task: str) -> None:
