@@ -97,7 +97,7 @@ def requeue_dead_trials(study) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if _owner_alive(trial.system_attrs.get(OWNER)):
             continue
-        storage.set_trial_system_attr(trial._trial_id, REQUEUED, bool(trial.params))
+        storage.set_trial_system_attr(trial._trial_id, REQUEUED, True)  # killed: it never uses up one of n_trials
         storage.set_trial_state(trial._trial_id, TrialState.FAIL)
         if trial.params:  # killed before its parameters were drawn: nothing ran, nothing to ask again
             with warnings.catch_warnings():

@@ -4,6 +4,7 @@ trial (see :mod:`clipft.pipeline.optuna_resume`)."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
@@ -20,6 +21,10 @@ class ResumableOptunaSweeper(OptunaSweeper):
         self._tag_trials_with_owner()
         try:
             resume_study(self.sweeper)
+            # a study already complete launches no job, so nothing makes the sweep folder its results go to
+            sweep_dir = getattr(getattr(getattr(self.sweeper, "config", None), "hydra", None), "sweep", None)
+            if sweep_dir is not None:
+                Path(str(sweep_dir.dir)).mkdir(parents=True, exist_ok=True)
             return super().sweep(arguments)
         except Exception as exc:  # a damaged or locked study file: one line naming it, not an 80-line trace
             line = storage_error_line(self.sweeper.storage, exc)
