@@ -97,7 +97,6 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import v2
@@ -111,18 +110,11 @@ def load_image(path) -> Image.Image:
     """Decode fully and convert any mode to RGB as clipft does (16-bit grey scaled, alpha on white)."""
     with Image.open(path) as img:
         img.load()
-        if img.mode == "RGB":
-            return img.copy()
-        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(img, dtype=np.float64)
-            peak = arr.max() or 1.0
-            arr = (arr / (65535.0 if peak > 255 else 255.0) * 255.0).clip(0, 255).astype("uint8")
-            return Image.fromarray(arr, mode="L").convert("RGB")
-        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-            rgba = img.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(background, rgba).convert("RGB")
-        return img.convert("RGB")
+        return to_rgb(img)
+
+
+# clipft.data.images.to_rgb, written into this file when the export was made
+{to_rgb_source}
 
 
 def transform() -> v2.Compose:
@@ -150,8 +142,14 @@ if __name__ == "__main__":
 
 def write_preprocess_script(folder: Path, pre: dict[str, Any]) -> str:
     """``preprocess.py``: clipft's evaluation pixels for this export, in plain torchvision."""
+    import inspect
+
+    from clipft.data.images import to_rgb
+
+    # the RGB conversion is clipft's own function, copied in by source: one definition, and the script
+    # still imports nothing from clipft
     text = _SCRIPT.format(image_size=int(pre["image_size"]), mean=json.dumps([float(v) for v in pre["mean"]]),
-                          std=json.dumps([float(v) for v in pre["std"]]))
+                          std=json.dumps([float(v) for v in pre["std"]]), to_rgb_source=inspect.getsource(to_rgb).rstrip())
     (folder / PREPROCESS_SCRIPT).write_text(text)
     return PREPROCESS_SCRIPT
 

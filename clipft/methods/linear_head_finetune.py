@@ -94,10 +94,10 @@ class LinearHeadFineTune(CLIPMethod):
 def probe_head_from_checkpoint(path: str, class_names: Sequence[str], shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
     """LP-FT: the ``head.weight``/``head.bias`` of a :class:`CLIPLinearProbe` checkpoint."""
     from clipft.methods.loading import read_checkpoint
-    from clipft.utils.file_gate import gate_file_config
+    from clipft.utils.file_gate import gate_weights_checkpoint
 
     ckpt = read_checkpoint(path)
-    gate_file_config(ckpt.get("hyper_parameters") or {}, str(path), "module", "hyper_parameters")  # the one gate
+    gate_weights_checkpoint(ckpt, str(path))
     state = ckpt.get("state_dict", {})
     names = ckpt.get("hyper_parameters", {}).get("class_names")
     if "head.weight" not in state or "head.bias" not in state:

@@ -28,7 +28,7 @@ from clipft.errors import CheckpointError, ConfigError
 from clipft.methods.legacy import upgrade_checkpoint
 from clipft.methods.loading import read_checkpoint
 from clipft.pipeline.launch import is_global_zero_process
-from clipft.utils.file_gate import gate_file_config
+from clipft.utils.file_gate import gate_weights_checkpoint
 from clipft.utils.io import append_json_line, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -233,9 +233,7 @@ def check_resumable(path: Path, cfg: DictConfig) -> list[str] | None:
             f"{str(path)!r} holds weights only, no training state to resume; use init_from={str(path)!r} "
             "to start a new run from its weights"
         )
-    # the one gate, though a resume builds nothing from them: a tampered file is refused, not half-used
-    gate_file_config(ckpt.get("hyper_parameters") or {}, str(path), "module", "hyper_parameters",
-                     trust=bool(cfg.get("trust_checkpoint", False)))
+    gate_weights_checkpoint(ckpt, str(path), trust=bool(cfg.get("trust_checkpoint", False)))
     recorded = str((ckpt.get("clipft") or {}).get("module", ""))
     upgraded, _ = upgrade_checkpoint(recorded, dict(ckpt.get("hyper_parameters") or {}))  # clipft 0.1 names
     target = str(OmegaConf.select(cfg, "model._target_", default="") or "")

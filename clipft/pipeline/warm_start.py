@@ -15,7 +15,7 @@ from lightning import LightningModule
 from clipft.errors import CheckpointError
 from clipft.methods.loading import read_checkpoint
 from clipft.pipeline.evaluate import check_classes
-from clipft.utils.file_gate import gate_file_config
+from clipft.utils.file_gate import gate_weights_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,7 @@ def init_weights_from(model: LightningModule, path: str | Path, trust: bool = Fa
     ckpt = read_checkpoint(path)
     if "state_dict" not in ckpt:
         raise CheckpointError(f"init_from={str(path)!r} holds no 'state_dict': not a Lightning checkpoint")
-    # the one gate, though only the weights are used: a tampered file is refused, not half-used
-    gate_file_config(ckpt.get("hyper_parameters") or {}, str(path), "module", "hyper_parameters", trust=trust)
+    gate_weights_checkpoint(ckpt, str(path), trust=trust)
     ckpt_classes = (ckpt.get("hyper_parameters") or {}).get("class_names")
     if ckpt_classes is not None:
         check_classes(list(ckpt_classes), list(model.class_names), str(path))

@@ -82,6 +82,12 @@ def check_checkpoint(meta_module: Any, hparams: Any, source: str) -> Any:
     return cls
 
 
+def gate_weights_checkpoint(ckpt: Mapping[str, Any], source: str, trust: bool = False) -> None:
+    """A checkpoint only the weights of which are used (resume, ``init_from``, ``init_head_from``): its
+    hyper-parameters still pass the gate, so a tampered file is refused, not half-used."""
+    gate_file_config(ckpt.get("hyper_parameters") or {}, source, "module", "hyper_parameters", trust=trust)
+
+
 def _check_datamodule_node(config: Any, where: str, source: str, root_targets: Collection[str]) -> None:
     if not isinstance(config, Mapping):
         raise UntrustedCheckpointError(f"{source!r}: {where} is a {type(config).__name__}, not a mapping of data settings")
