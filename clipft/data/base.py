@@ -16,7 +16,8 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from clipft.data.cache import CachedImageDataset, DecodedImageCache, cache_key
+from clipft.data.few_shot import FewShotSplit, dataset_root, split_from_record, split_record
 from clipft.data.fingerprints import FingerprintIndex
 from clipft.data.images import load_rgb
 from clipft.data.paths import canonical_path, default_cache_dir, resolve_path
 from clipft.data.samples import DatasetIndex, Sample
-from clipft.data.split_policy import SplitPolicy, make_splits
+from clipft.data.split_policy import ClassSet, SplitPolicy, make_splits
 from clipft.data.split_policy import choice as _choice
 from clipft.data.stats import compute_mean_std
 from clipft.data.transforms import build_transform
@@ -88,6 +90,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
             accelerator instead of in the loader workers.
         base_dir: relative data paths are tried against cwd, then this (``paths.root_dir``).
         shots / shot_seed: the k-shot protocol (:mod:`clipft.data.few_shot`).
+        shot_sampler: ``clipft`` (K distinct images per class, val untouched) | ``coop`` (CoOp's sampler:
+            K per class, val ``min(K, 4)`` per class).
+        fewshot_split_file: a run's ``fewshot_split.json`` to reuse instead of drawing the shots.
+        classes: ``all`` | ``base`` | ``novel``: CoCoOp's half of the classes (:mod:`clipft.data.split_policy`).
         fingerprint_workers: processes hashing images for ``dedupe`` (``null``: every core this
             process may use, shared by the local DDP ranks; 1: serial).
     """
@@ -122,14 +128,17 @@ class ImageClassificationDataModule(L.LightningDataModule):
         shots: int | None = None,
         shot_seed: int | None = None,
         fingerprint_workers: int | None = None,
+        shot_sampler: str = "clipft",
+        fewshot_split_file: str | None = None,
+        classes: str = "all",
     ) -> None:
         super().__init__()
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"data.batch_size must be a positive integer, got {batch_size!r}")
+        self.check_arguments({"batch_size": batch_size, "eval_batch_size": eval_batch_size, "num_workers": num_workers,
+                              "image_size": image_size})
         policy = SplitPolicy(  # checks the split arguments
             val_fraction=float(val_fraction), test_fraction=float(test_fraction), seed=int(seed), dedupe=dedupe,
             test_view=test_view, on_bad_image=on_bad_image, shots=shots,
-            shot_seed=int(shot_seed) if shot_seed is not None else int(seed),
+            shot_seed=int(shot_seed) if shot_seed is not None else int(seed), shot_sampler=shot_sampler, classes=classes,
         )
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -155,6 +164,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
             raise ConfigError("data.augment_on_device=true needs data.cache=true (equal-size uint8 images to batch)")
         self.base_dir = base_dir
         self.shots, self.shot_seed = policy.shots, policy.shot_seed
+        self.shot_sampler, self.classes, self.fewshot_split_file = policy.shot_sampler, policy.classes, fewshot_split_file
+        self.held_out: ClassSet | None = None  # with classes=base|novel: the other half's test split
+        self.few_shot_split: FewShotSplit | None = None
+        self._class_names: list[str] | None = None  # the run's classes (a data.classes half); None: the index's
         if fingerprint_workers is not None and (isinstance(fingerprint_workers, bool) or int(fingerprint_workers) < 1):
             raise ConfigError(f"data.fingerprint_workers must be an integer >= 1 or null (every core), got {fingerprint_workers!r}")
         self.fingerprint_workers = int(fingerprint_workers) if fingerprint_workers is not None else None
@@ -165,6 +178,24 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.skipped_images: list[dict[str, str]] = []
         self.split_report: dict[str, Any] = {}
         self._decoded: DecodedImageCache | None = None
+
+    @classmethod
+    def check_arguments(cls, arguments: Mapping[str, Any]) -> None:
+        """Raise :class:`ConfigError` naming the first bad ``data.*`` value. Each value is checked once, here (the
+        split keys by :class:`SplitPolicy`): the constructor calls it, and the pipeline runs it on the config's
+        ``data`` node before the data scan. Absent keys are skipped; a datamodule with checks of its own extends it."""
+        for key, minimum, allowed in (("batch_size", 1, "an integer >= 1"),
+                                      ("eval_batch_size", 1, "an integer >= 1 or null (same as data.batch_size)"),
+                                      ("num_workers", 0, "an integer >= 0")):
+            value = arguments.get(key, minimum)
+            if value is None and key == "eval_batch_size":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(f"data.{key}={value!r} is not allowed: expected {allowed}")
+        check_image_size(arguments.get("image_size"), "data.image_size")
+        policy_keys = {f.name for f in fields(SplitPolicy)} & set(arguments)
+        if policy_keys:
+            SplitPolicy(**{key: arguments[key] for key in policy_keys})
 
     # ------------------------------------------------------------------ subclass API
     def build_index(self) -> DatasetIndex:  # pragma: no cover - abstract
@@ -180,7 +211,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         if self.index is None:
             self.setup()
         assert self.index is not None
-        return self.index.class_names
+        return self._class_names if self._class_names is not None else self.index.class_names
 
     @property
     def num_classes(self) -> int:
@@ -192,6 +223,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         return SplitPolicy(
             val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.seed, dedupe=self.dedupe,
             test_view=self.test_view, on_bad_image=self.on_bad_image, shots=self.shots, shot_seed=self.shot_seed,
+            shot_sampler=self.shot_sampler, classes=self.classes,
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -202,13 +234,25 @@ class ImageClassificationDataModule(L.LightningDataModule):
             raise DataError(f"{type(self).__name__}: the dataset has no training images")
         policy = self.split_policy
         keys = self._image_keys(index) if policy.needs_scan(index.test is not None) else None
-        splits = make_splits(index, policy, keys)
+        splits = make_splits(index, policy, keys, self._given_shots(index))
         self.train_samples, self.val_samples, self.test_samples = splits.train, splits.val, splits.test
         self.split_report = splits.report
+        self._class_names = list(splits.class_names or index.class_names)
+        self.held_out, self.few_shot_split = splits.held_out, splits.few_shot
         self.index = index
         self._log_splits(splits.report)
         if self.normalization == "dataset" and (self.mean is None or self.std is None):
             self._dataset_mean_std()
+
+    def _given_shots(self, index: DatasetIndex) -> FewShotSplit | None:
+        """``data.fewshot_split_file`` read through the file gate's JSON reader (plain data, never pickle)."""
+        if not self.fewshot_split_file:
+            return None
+        from clipft.utils.file_gate import gate_file_config, read_json_mapping
+
+        path = self.resolve(self.fewshot_split_file, key="data.fewshot_split_file")
+        record = gate_file_config(read_json_mapping(path, DataError), str(path), "plain", "fewshot_split")
+        return split_from_record(record, str(path), dataset_root(_all_samples(index)))
 
     def _image_keys(self, index: DatasetIndex) -> dict[str, str | None]:
         """Pixel hash of every image of ``index`` by path (``None``: unreadable, skipped); raises per ``on_bad_image``."""
@@ -318,6 +362,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
         """Write ``data_report.json`` (splits, duplicates, balance) and ``skipped_images.txt`` if any were skipped."""
         output_dir = Path(output_dir)
         atomic_write_json(output_dir / "data_report.json", {**self.split_report, "skipped": self.skipped_images})
+        if self.few_shot_split is not None and self.index is not None:  # reused with data.fewshot_split_file=
+            root = dataset_root(_all_samples(self.index))
+            atomic_write_json(output_dir / "fewshot_split.json", split_record(self.few_shot_split, root))
         if self.skipped_images:
             lines = [f"{item['path']}\t{item['error']}" for item in self.skipped_images]
             atomic_write_text(output_dir / "skipped_images.txt", "\n".join(lines) + "\n")
@@ -362,9 +409,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
         return max(int(round(self.preprocessing["image_size"] * ratio)), self.preprocessing["image_size"])
 
     def decoded_cache(self) -> DecodedImageCache:
-        """The cache over train + val + test, built (or validated) on first use."""
+        """The cache over train + val + test (+ the held-out classes' test), built (or validated) on first use."""
         self.setup()
-        samples = [*self.train_samples, *self.val_samples, *self.test_samples]
+        samples = [*self.train_samples, *self.val_samples, *self.test_samples, *(self.held_out.test if self.held_out else [])]
         if self._decoded is None or self._decoded.size != self.stored_size:
             paths = sorted({canonical_path(s.path) for s in samples})
             name = f"{type(self).__name__.lower()}-{hashlib.sha1(_common_dir(samples).encode()).hexdigest()[:12]}"
@@ -410,6 +457,16 @@ class ImageClassificationDataModule(L.LightningDataModule):
         images = torch.stack([transform(image) for image in images])
         return (images, labels, *batch[2:])
 
+    def held_out_dataloader(self) -> DataLoader:
+        """The test split of the classes ``data.classes`` left out (base <-> novel), labelled in their own order."""
+        self.setup()
+        if self.held_out is None:
+            raise ConfigError("no held-out classes: set data.classes=base (or novel) to split the classes")
+        return DataLoader(
+            self.make_dataset(self.held_out.test, train=False), batch_size=self.eval_batch_size, shuffle=False,
+            num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
+        )
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
 
@@ -421,6 +478,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
+
+
+def _all_samples(index: DatasetIndex) -> list[Sample]:
+    return [*index.train_pool, *(index.val or []), *(index.test or [])]
 
 
 def _common_dir(samples: Sequence[Sample]) -> str:

@@ -336,6 +336,9 @@ class StreamingDataModule(ImageClassificationDataModule):
         if kwargs.get("shots") is not None:
             raise ConfigError("data.shots does not apply to data=streaming: write the k-shot split as its own stream "
                               "(python -m clipft.stream_data OUT data=... data.shots=K)")
+        if kwargs.get("classes", "all") != "all" or kwargs.get("fewshot_split_file"):
+            raise ConfigError("data.classes / data.fewshot_split_file do not apply to data=streaming: set them on the "
+                              "datamodule the stream is written from (python -m clipft.stream_data OUT data=... data.classes=base)")
         super().__init__(**{**kwargs, "dedupe": "none", "test_view": "all"})
         self.input_dir = str(input_dir).rstrip("/")
         self.stream_cache_dir = stream_cache_dir

@@ -13,6 +13,9 @@ CoCoOp                     :mod:`clipft.methods.cocoop`                clip_coco
 CLIP-Adapter               :mod:`clipft.methods.clip_adapter`          clip_adapter
 Tip-Adapter (-F)           :mod:`clipft.methods.tip_adapter`           clip_tip_adapter, clip_tip_adapter_f
 CLAP                       :mod:`clipft.methods.clap`                  clip_clap
+KgCoOp                     :mod:`clipft.methods.kgcoop`                clip_kgcoop, clip_kgcoop_paper
+TaskRes                    :mod:`clipft.methods.taskres`               clip_taskres
+LP++                       :mod:`clipft.methods.lp_plus_plus`          clip_lp_plus_plus
 zero-shot (ensembles)      :mod:`clipft.methods.clip_zeroshot`         clip_zeroshot
 CNN transfer               :mod:`clipft.methods.cnn_transfer`          cnn_transfer, cnn_mobilenet_v2
 =========================  ==========================================  ===========================
@@ -32,14 +35,17 @@ from clipft.methods.cnn_transfer import CNNTransfer
 from clipft.methods.cocoop import CoCoOp
 from clipft.methods.contrastive_finetune import ContrastiveFineTune
 from clipft.methods.coop import CoOp
+from clipft.methods.kgcoop import KgCoOp
 from clipft.methods.linear_head_finetune import LinearHeadFineTune
+from clipft.methods.lp_plus_plus import LPPlusPlus
 from clipft.methods.peft_finetune import PEFTFineTune
+from clipft.methods.taskres import TaskRes
 from clipft.methods.tip_adapter import TipAdapter
 
 # Every ClassificationModule subclass registered itself (kind "method") when its module was
 # imported; registering the classes again adds the objects and the package-level paths.
-for _cls in (CLAP, CLIPAdapter, CLIPLinearProbe, CLIPZeroShot, CNNTransfer, CoCoOp, CoOp, ContrastiveFineTune,
-             LinearHeadFineTune, PEFTFineTune, TipAdapter):
+for _cls in (CLAP, CLIPAdapter, CLIPLinearProbe, CLIPZeroShot, CNNTransfer, CoCoOp, CoOp, ContrastiveFineTune, KgCoOp,
+             LPPlusPlus, LinearHeadFineTune, PEFTFineTune, TaskRes, TipAdapter):
     registry.register("method", _cls)
 
 __all__ = [
@@ -53,7 +59,10 @@ __all__ = [
     "CoCoOp",
     "CoOp",
     "ContrastiveFineTune",
+    "KgCoOp",
+    "LPPlusPlus",
     "LinearHeadFineTune",
     "PEFTFineTune",
+    "TaskRes",
     "TipAdapter",
 ]

