@@ -16,6 +16,9 @@ CLAP                       :mod:`clipft.methods.clap`                  clip_clap
 KgCoOp                     :mod:`clipft.methods.kgcoop`                clip_kgcoop, clip_kgcoop_paper
 TaskRes                    :mod:`clipft.methods.taskres`               clip_taskres
 LP++                       :mod:`clipft.methods.lp_plus_plus`          clip_lp_plus_plus
+CLIP-SVD                   :mod:`clipft.methods.clip_svd`              clip_svd
+ProLIP                     :mod:`clipft.methods.prolip`                clip_prolip
+LN-tuning / BitFit         :mod:`clipft.methods.norm_bias_tuning`      clip_norm_tuning, clip_bitfit
 zero-shot (ensembles)      :mod:`clipft.methods.clip_zeroshot`         clip_zeroshot
 CNN transfer               :mod:`clipft.methods.cnn_transfer`          cnn_transfer, cnn_mobilenet_v2
 =========================  ==========================================  ===========================
@@ -30,6 +33,7 @@ from clipft.methods.classification import ClassificationModule
 from clipft.methods.clip_adapter import CLIPAdapter
 from clipft.methods.clip_linear_probe import CLIPLinearProbe
 from clipft.methods.clip_method import CLIPMethod
+from clipft.methods.clip_svd import CLIPSVD
 from clipft.methods.clip_zeroshot import CLIPZeroShot
 from clipft.methods.cnn_transfer import CNNTransfer
 from clipft.methods.cocoop import CoCoOp
@@ -38,18 +42,21 @@ from clipft.methods.coop import CoOp
 from clipft.methods.kgcoop import KgCoOp
 from clipft.methods.linear_head_finetune import LinearHeadFineTune
 from clipft.methods.lp_plus_plus import LPPlusPlus
+from clipft.methods.norm_bias_tuning import NormBiasTuning
 from clipft.methods.peft_finetune import PEFTFineTune
+from clipft.methods.prolip import ProLIP
 from clipft.methods.taskres import TaskRes
 from clipft.methods.tip_adapter import TipAdapter
 
 # Every ClassificationModule subclass registered itself (kind "method") when its module was
 # imported; registering the classes again adds the objects and the package-level paths.
-for _cls in (CLAP, CLIPAdapter, CLIPLinearProbe, CLIPZeroShot, CNNTransfer, CoCoOp, CoOp, ContrastiveFineTune, KgCoOp,
-             LPPlusPlus, LinearHeadFineTune, PEFTFineTune, TaskRes, TipAdapter):
+for _cls in (CLAP, CLIPSVD, CLIPAdapter, CLIPLinearProbe, CLIPZeroShot, CNNTransfer, CoCoOp, CoOp, ContrastiveFineTune,
+             KgCoOp, LPPlusPlus, LinearHeadFineTune, NormBiasTuning, PEFTFineTune, ProLIP, TaskRes, TipAdapter):
     registry.register("method", _cls)
 
 __all__ = [
     "CLAP",
+    "CLIPSVD",
     "CLIPAdapter",
     "CLIPLinearProbe",
     "CLIPMethod",
@@ -62,7 +69,9 @@ __all__ = [
     "KgCoOp",
     "LPPlusPlus",
     "LinearHeadFineTune",
+    "NormBiasTuning",
     "PEFTFineTune",
+    "ProLIP",
     "TaskRes",
     "TipAdapter",
 ]

@@ -205,6 +205,8 @@ RETARGET: dict[str, Rule] = {
     "LPPlusPlus": Rule(("weight", "bias", "alpha"), "W = 0, b = 0, alpha the trained classes' mean: its text logits",
                        rebuild=_lp_plus_plus_rows),
     "CLIPSVD": Rule((), "the tuned towers' text of the new class's prompts"),
+    "ProLIP": Rule((), "the tuned image projection against the new class's zero-shot text"),
+    "NormBiasTuning": Rule((), "the tuned towers' (norms' / biases') text of the new class's prompts"),
 }
 
 
