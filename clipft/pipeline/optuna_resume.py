@@ -98,8 +98,11 @@ def requeue_dead_trials(study) -> list[int]:
         if _owner_alive(trial.system_attrs.get(OWNER)):
             continue
         storage.set_trial_system_attr(trial._trial_id, REQUEUED, True)  # killed: it never uses up one of n_trials
+        grid = "grid_id" in trial.system_attrs
+        if grid:  # GridSampler: un-visit the cell; it draws it again (an enqueued trial would take another cell's id)
+            storage.set_trial_system_attr(trial._trial_id, "search_space", {})
         storage.set_trial_state(trial._trial_id, TrialState.FAIL)
-        if trial.params:  # killed before its parameters were drawn: nothing ran, nothing to ask again
+        if trial.params and not grid:  # killed before its parameters were drawn: nothing ran, nothing to ask again
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # enqueue_trial is "experimental" in optuna 2.x
                 study.enqueue_trial(dict(trial.params))

@@ -17,6 +17,8 @@ The package, one step per module (each imports only those above it):
 * :mod:`~clipft.results.rows` - one row per run, and the rows as a frame (:func:`collect`);
 * :mod:`~clipft.results.aggregate` - pure functions of rows: the seed table, the ranking;
 * :mod:`~clipft.results.render`, :mod:`~clipft.results.plots` - strings, markdown, the terminal; the shots figure;
+* :mod:`~clipft.results.protocols`, :mod:`~clipft.results.protocol_render`, :mod:`~clipft.results.protocol_plots`,
+  :mod:`~clipft.results.protocol_cli` - the benchmark protocols' paper tables (``python -m clipft.results --protocol P``);
 * :mod:`~clipft.results.cli` - ``python -m clipft.results``.
 """
 

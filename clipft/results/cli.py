@@ -12,6 +12,8 @@ from clipft.errors import ConfigError, DataError
 from clipft.results.aggregate import aggregate_seeds, rank
 from clipft.results.columns import SWEPT_COLUMN, all_columns
 from clipft.results.plots import plot_shots
+from clipft.results.protocol_cli import write_protocol
+from clipft.results.protocols import PROTOCOLS
 from clipft.results.render import default_columns, print_table, to_markdown
 from clipft.results.rows import collect
 from clipft.utils.io import atomic_write_text
@@ -34,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", action="store_true", help="one row per method and setting: mean ± sample std over runs that differ only in seed or few-shot draw")
     parser.add_argument("--shots-plot", help="with --seeds: write the accuracy-vs-shots figure of the k-shot runs here")
     parser.add_argument("--columns", help=f"comma-separated columns to show (default: all of {','.join(all_columns())})")
+    parser.add_argument("--protocol", choices=PROTOCOLS, help="a benchmark protocol's paper table instead (conf/protocol/): "
+                        "methods x datasets + Average, mean ± std over seeds; --out / --csv write it")
+    parser.add_argument("--latex", help="with --protocol: write the table as a LaTeX (booktabs) tabular here")
+    parser.add_argument("--plot", help="with --protocol: write its figure here (accuracy vs shots, or bars per dataset)")
     return parser
 
 
@@ -78,6 +84,9 @@ def write_outputs(frame: pd.DataFrame, columns: list[str] | None, args: argparse
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.protocol:
+            write_protocol(args)
+            return 0
         frame, columns = build_table(args)
     except (ConfigError, DataError) as exc:
         print(f"clipft error: {exc}", file=sys.stderr)
