@@ -178,6 +178,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.skipped_images: list[dict[str, str]] = []
         self.split_report: dict[str, Any] = {}
         self._decoded: DecodedImageCache | None = None
+        # set by clipft.callbacks.FeatureBankCallback for a frozen image tower: (samples, train) -> dataset of
+        # (embedding, label); None: pixels
+        self.feature_dataset: Callable[[Sequence[Sample], bool], Dataset] | None = None
 
     @classmethod
     def check_arguments(cls, arguments: Mapping[str, Any]) -> None:
@@ -420,9 +423,18 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ datasets / loaders
     def make_dataset(self, samples: Sequence[Sample], train: bool) -> Dataset:
+        if self.feature_dataset is not None:  # a feature bank serves the frozen tower's outputs instead
+            return self.feature_dataset(samples, train)
         if self.use_cache:
             transform = None if self.augment_on_device else self.transform(train)
             return CachedImageDataset(samples, self.decoded_cache(), transform)
+        return ImageDataset(samples, self.transform(train))
+
+    def image_dataset(self, samples: Sequence[Sample], train: bool) -> Dataset:
+        """Pixels with the transform applied here, whatever ``augment_on_device`` says: for one-off passes
+        over a split (feature extraction, feature banks) that never reach ``on_after_batch_transfer``."""
+        if self.use_cache:
+            return CachedImageDataset(samples, self.decoded_cache(), self.transform(train))
         return ImageDataset(samples, self.transform(train))
 
     def _loader(self, split: str) -> DataLoader:
@@ -449,7 +461,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """With ``augment_on_device``: run the transforms per image on the accelerator."""
-        if not self.augment_on_device:
+        if not self.augment_on_device or self.feature_dataset is not None:
             return batch
         images, labels = batch[0], batch[1]
         training = self.trainer is not None and self.trainer.training

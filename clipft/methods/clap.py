@@ -68,6 +68,8 @@ class CLAP(CLIPMethod):
         Every other argument: :class:`~clipft.methods.clip_method.CLIPMethod`.
     """
 
+    reads_image_features = True  # frozen image tower, read through image_features(): a feature bank may serve it
+
     def __init__(
         self,
         class_names: Sequence[str],
@@ -155,7 +157,7 @@ class CLAP(CLIPMethod):
         return self.logit_scale() * features.float() @ nn.functional.normalize(self.weight, dim=-1).t()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.class_logits(self.backbone.encode_image(images))
+        return self.class_logits(self.image_features(images))
 
     def linear_head(self) -> tuple[torch.Tensor, torch.Tensor]:
         weight = (self.logit_scale() * nn.functional.normalize(self.weight.float(), dim=-1)).detach()

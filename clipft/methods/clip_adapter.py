@@ -27,6 +27,8 @@ class CLIPAdapter(CLIPMethod):
         Every other argument: :class:`~clipft.methods.clip_method.CLIPMethod`.
     """
 
+    reads_image_features = True  # frozen image tower, read through image_features(): a feature bank may serve it
+
     def __init__(
         self,
         class_names: Sequence[str],
@@ -57,7 +59,7 @@ class CLIPAdapter(CLIPMethod):
         return {"head": list(self.adapter.named_parameters())}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        image = self.backbone.encode_image(images)
+        image = self.image_features(images)
         adapted = self.ratio * self.adapter(image) + (1.0 - self.ratio) * image
         adapted = nn.functional.normalize(adapted, dim=-1)
         text = self._eval_text_features if self._eval_text_features is not None and not self.training else self.frozen_class_text()

@@ -34,7 +34,7 @@ from torch import nn
 
 from clipft.errors import ConfigError
 from clipft.methods.classification import ClassificationModule
-from clipft.methods.features import eval_loader, image_features
+from clipft.methods.features import encode_or_pass, eval_loader, image_features
 from clipft.utils.instantiate import instantiate
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,8 @@ class CLIPLinearProbe(ClassificationModule):
         ties: which ``C`` of equal validation accuracy the sweep keeps: ``largest`` | ``smallest``;
             null: ``largest`` for ``reference``, ``smallest`` for ``grid``.
     """
+
+    reads_image_features = True  # frozen image tower, read through image_features(): a feature bank may serve it
 
     def __init__(
         self,
@@ -121,7 +123,7 @@ class CLIPLinearProbe(ClassificationModule):
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """The image embedding the head reads: raw, or L2-normalised (``feature_norm``)."""
-        return self.backbone.encode_image(images, normalize=self._l2)
+        return encode_or_pass(self.backbone, images, normalize=self._l2)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images))
@@ -231,6 +233,8 @@ def _logistic_regression(c: float, max_iter: int) -> Any:
 class _Features:
     """The probe's backbone as :func:`~clipft.methods.features.image_features` sees it: its ``encode_image``
     gives the embedding the head reads (raw or normalised)."""
+
+    reads_rows = True  # probe.features tells pixels from feature-bank rows itself
 
     def __init__(self, probe: CLIPLinearProbe) -> None:
         self.probe = probe

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from clipft.errors import CheckpointError, ConfigError
 from clipft.methods.classification import ClassificationModule
+from clipft.methods.features import encode_or_pass
 from clipft.methods.layer_decay import layer_decay_groups
 from clipft.methods.prompt_tokens import PromptTokenCache
 from clipft.methods.zeroshot_head import TEXT_BATCH, encode_texts, zeroshot_weights
@@ -44,6 +45,10 @@ class CLIPMethod(ClassificationModule, abstract=True):
         learning_rates: ``{image, text, projection, head, other}``; null parts use ``optimizer.lr``.
         layer_decay: layer-wise LR decay factor in (0, 1] for the towers' blocks, or null.
     """
+
+    # True where the image tower is only read through image_features() and stays frozen, so a feature bank
+    # (clipft.callbacks.FeatureBankCallback) may serve its outputs instead of pixels
+    reads_image_features: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -154,9 +159,13 @@ class CLIPMethod(ClassificationModule, abstract=True):
         reference.prepare_for_inference()
         return reference.eval()
 
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The normalised image embedding: the image tower on pixels, or a feature bank's (raw) rows normalised."""
+        return encode_or_pass(self.backbone, images)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """The class text is the classifier: ``exp(logit_scale) * image @ class_text.T`` (cached outside training)."""
-        image = self.backbone.encode_image(images)
+        image = self.image_features(images)
         text = self._eval_text_features
         if text is None or self.training:
             text = self.class_text_features()

@@ -108,7 +108,7 @@ class CoCoOp(CoOp):
         return text.view(batch, classes, -1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        image = self.backbone.encode_image(images)
+        image = self.image_features(images)
         text = self.conditioned_text_features(image)
         return self.logit_scale() * torch.einsum("bd,bcd->bc", image, text.to(image.dtype))
 

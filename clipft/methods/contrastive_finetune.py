@@ -20,6 +20,7 @@ from torchmetrics import MeanMetric
 from clipft.errors import ConfigError
 from clipft.methods.clip_method import CLIPMethod
 from clipft.methods.distributed import gather_with_grad
+from clipft.methods.lipsum import TEXT_COUNT, TOKEN_LENGTH, LipsumFT, check_lipsum_arguments
 from clipft.methods.losses import LOSSES, TARGET_MODES, contrastive_loss, sigmoid_contrastive_loss
 
 
@@ -31,6 +32,8 @@ class ContrastiveFineTune(CLIPMethod):
         contrastive_target: ``multi_positive`` | ``mask_same_class`` | ``arange`` (plain CLIP/FLYP).
         loss: ``softmax`` (CLIP's InfoNCE) | ``sigmoid`` (SigLIP's pairwise loss, with the backbone's
             ``logit_bias``): fine-tune with the objective the model was pretrained with.
+        lipsum_weight, lipsum_tokens, lipsum_texts, lipsum_seed: Lipsum-FT's random-text regulariser
+            (:mod:`clipft.methods.lipsum`; weight 0 = off).
         Every other argument: :class:`~clipft.methods.clip_method.CLIPMethod`.
     """
 
@@ -51,6 +54,10 @@ class ContrastiveFineTune(CLIPMethod):
         freeze_logit_scale: bool = False,
         learning_rates: dict[str, float | None] | None = None,
         layer_decay: float | None = None,
+        lipsum_weight: float = 0.0,
+        lipsum_tokens: int = TOKEN_LENGTH,
+        lipsum_texts: int = TEXT_COUNT,
+        lipsum_seed: int = 0,
     ) -> None:
         if contrastive_target not in TARGET_MODES:
             raise ConfigError(f"contrastive_target={contrastive_target!r} is not one of {list(TARGET_MODES)}")
@@ -68,11 +75,13 @@ class ContrastiveFineTune(CLIPMethod):
         # the objective's parts per epoch: a torchmetrics mean updated on the device every step (no
         # self.log per step: Lightning's bookkeeping costs ~1.4 ms a call, docs/performance.md)
         self.train_loss_parts = torch.nn.ModuleDict({"loss_sim": MeanMetric(), "loss_cls": MeanMetric()})
+        self.lipsum = LipsumFT(lipsum_weight, lipsum_tokens, lipsum_texts, lipsum_seed)
 
     @classmethod
     def check_arguments(cls, arguments: Mapping[str, Any]) -> None:
         """The loss weights (``sim_weight``, ``cls_weight``: each >= 0, their sum > 0), after the base's checks."""
         super().check_arguments(arguments)
+        check_lipsum_arguments(arguments)
         weights = {k: arguments[k] for k in ("sim_weight", "cls_weight") if arguments.get(k) is not None}
         for key, value in weights.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -112,6 +121,8 @@ class ContrastiveFineTune(CLIPMethod):
         else:
             loss_sim = zero
         loss = self.sim_weight * loss_sim + self.cls_weight * loss_cls
+        if self.lipsum.weight > 0:  # Lipsum-FT: the energy against random texts stays the zero-shot model's
+            loss = loss + self.lipsum.loss(self, images, image)
         bs = len(labels)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
         self.train_loss_parts["loss_sim"].update(loss_sim.detach(), bs)

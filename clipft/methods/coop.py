@@ -127,6 +127,8 @@ class CoOp(CLIPMethod):
         Every other argument: :class:`~clipft.methods.clip_method.CLIPMethod` (the towers are always frozen).
     """
 
+    reads_image_features = True  # frozen image tower, read through image_features(): a feature bank may serve it
+
     def __init__(
         self,
         class_names: Sequence[str],

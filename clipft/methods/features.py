@@ -17,17 +17,30 @@ def image_features(backbone: Any, loader: Iterable[Any], device: torch.device | 
     backbone.eval()
     feats, labels = [], []
     for batch in loader:
-        feats.append(backbone.encode_image(batch[0].to(device)).float().cpu())
+        inputs = batch[0].to(device)
+        # a feature bank's rows are the raw embeddings already (clipft.callbacks.feature_bank)
+        embedded = backbone.encode_image(inputs) if getattr(backbone, "reads_rows", False) else encode_or_pass(backbone, inputs)
+        feats.append(embedded.float().cpu())
         labels.append(torch.as_tensor(batch[1]).cpu())
     if not feats:
         raise DataError("the feature loader yielded no images")
     return torch.cat(feats), torch.cat(labels)
 
 
+def encode_or_pass(backbone: Any, inputs: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """``backbone.encode_image(inputs)``, or ``inputs`` themselves when they are already embeddings (N x D rows of
+    a feature bank, stored raw): the one place a frozen-tower method tells pixels from bank rows."""
+    if inputs.dim() == 2:
+        return torch.nn.functional.normalize(inputs, dim=-1) if normalize else inputs
+    return backbone.encode_image(inputs, normalize=normalize)
+
+
 def eval_loader(datamodule: Any, samples: Sequence[Any], batch_size: int = 128) -> torch.utils.data.DataLoader:
     """A split's images with the evaluation transform, in order (for one-off feature extraction)."""
+    make = datamodule.make_dataset if getattr(datamodule, "feature_dataset", None) is not None else \
+        getattr(datamodule, "image_dataset", datamodule.make_dataset)  # the transform applied even with augment_on_device
     return torch.utils.data.DataLoader(
-        datamodule.make_dataset(samples, train=False), batch_size=batch_size, shuffle=False,
+        make(samples, train=False), batch_size=batch_size, shuffle=False,
         num_workers=getattr(datamodule, "num_workers", 0),
     )
 

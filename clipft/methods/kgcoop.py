@@ -98,7 +98,7 @@ class KgCoOp(CoOp):
         """``CE(logits) + kg_weight * knowledge_loss`` (kgcoop.py:309-310); the class text is encoded once per step."""
         images, labels = batch[0], batch[1]
         text = self.class_text_features()
-        image = self.backbone.encode_image(images)
+        image = self.image_features(images)
         logits = self.logit_scale() * image @ text.to(image.dtype).t()
         knowledge = self.knowledge_loss(text)
         loss = self.classification_loss(logits, labels) + self.kg_weight * knowledge

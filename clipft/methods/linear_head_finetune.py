@@ -10,7 +10,7 @@ of ViT-B/32. The text tower is used only to initialise the head and is never tra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -18,6 +18,7 @@ from torch import nn
 
 from clipft.errors import CheckpointError
 from clipft.methods.clip_method import CLIPMethod
+from clipft.methods.lipsum import TEXT_COUNT, TOKEN_LENGTH, LipsumFT, check_lipsum_arguments
 
 
 class LinearHeadFineTune(CLIPMethod):
@@ -26,6 +27,8 @@ class LinearHeadFineTune(CLIPMethod):
     Args:
         init_head_from: ``zeroshot`` | a ``model=clip_linear_probe`` checkpoint path (LP-FT) | null (zeros).
         freeze_head: keep the initial head fixed (only the image tower trains).
+        lipsum_weight, lipsum_tokens, lipsum_texts, lipsum_seed: Lipsum-FT's random-text regulariser
+            (:mod:`clipft.methods.lipsum`; weight 0 = off).
         Every other argument: :class:`~clipft.methods.clip_method.CLIPMethod`.
     """
 
@@ -43,6 +46,10 @@ class LinearHeadFineTune(CLIPMethod):
         freeze_logit_scale: bool = True,
         learning_rates: dict[str, float | None] | None = None,
         layer_decay: float | None = None,
+        lipsum_weight: float = 0.0,
+        lipsum_tokens: int = TOKEN_LENGTH,
+        lipsum_texts: int = TEXT_COUNT,
+        lipsum_seed: int = 0,
     ) -> None:
         super().__init__(
             class_names, clip, optimizer, scheduler, prompts, label_smoothing,
@@ -57,6 +64,12 @@ class LinearHeadFineTune(CLIPMethod):
             self.head.requires_grad_(False)
         # 1 once the head was initialised (zero-shot / linear probe); saved, so a resumed run keeps its head
         self.register_buffer("head_initialised", torch.zeros((), dtype=torch.long))
+        self.lipsum = LipsumFT(lipsum_weight, lipsum_tokens, lipsum_texts, lipsum_seed)
+
+    @classmethod
+    def check_arguments(cls, arguments: Mapping[str, Any]) -> None:
+        super().check_arguments(arguments)
+        check_lipsum_arguments(arguments)
 
     @torch.no_grad()
     def initialise_head(self) -> None:
@@ -89,6 +102,15 @@ class LinearHeadFineTune(CLIPMethod):
 
     def linear_head(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head.weight.detach().float(), self.head.bias.detach().float()
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if self.lipsum.weight == 0:
+            return super().training_step(batch, batch_idx)
+        images, labels = batch[0], batch[1]  # Lipsum-FT: cross-entropy + the energy gap on the same features
+        image = self.backbone.encode_image(images)
+        loss = self.classification_loss(self.head(image), labels) + self.lipsum.loss(self, images, image)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        return loss
 
 
 def probe_head_from_checkpoint(path: str, class_names: Sequence[str], shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:

@@ -80,6 +80,8 @@ class LPPlusPlus(CLIPMethod):
         Every other argument: :class:`~clipft.methods.clip_method.CLIPMethod` (towers frozen; no optimizer is used).
     """
 
+    reads_image_features = True  # frozen image tower, read through image_features(): a feature bank may serve it
+
     def __init__(
         self,
         class_names: Sequence[str],
@@ -135,7 +137,7 @@ class LPPlusPlus(CLIPMethod):
         return features @ self.weight.t() + self.bias + self.alpha * (features @ text.t())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.class_logits(self.backbone.encode_image(images))
+        return self.class_logits(self.image_features(images))
 
     def linear_head(self) -> tuple[torch.Tensor, torch.Tensor]:
         weight = self.weight.float() + self.alpha.float().unsqueeze(1) * self.text_head()

@@ -61,6 +61,8 @@ class TaskRes(CLIPMethod):
         Every other argument: :class:`~clipft.methods.clip_method.CLIPMethod` (the towers are always frozen).
     """
 
+    reads_image_features = True  # frozen image tower, read through image_features(): a feature bank may serve it
+
     def __init__(
         self,
         class_names: Sequence[str],
@@ -105,7 +107,7 @@ class TaskRes(CLIPMethod):
         return self.base_text + self.residual_scale * self.residual
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        image = self.backbone.encode_image(images).float()
+        image = self.image_features(images).float()
         weights = nn.functional.normalize(self.class_weights().float(), dim=-1)
         return self.logit_scale() * image @ weights.t()
 

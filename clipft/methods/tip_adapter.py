@@ -69,6 +69,8 @@ class TipAdapter(CLIPMethod):
         Every other argument: :class:`~clipft.methods.clip_method.CLIPMethod` (towers always frozen).
     """
 
+    reads_image_features = True  # frozen image tower, read through image_features(): a feature bank may serve it
+
     def __init__(
         self,
         class_names: Sequence[str],
@@ -216,7 +218,7 @@ class TipAdapter(CLIPMethod):
         return {"head": [("cache_keys", self.cache_keys)]} if self.finetune_keys else {}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        image = self.backbone.encode_image(images)
+        image = self.image_features(images)
         logits = self.zeroshot_logits(image)
         if self.cache_keys.shape[0]:
             # Tip-Adapter-F trains its keys at the configured pair, as the reference does (a searched

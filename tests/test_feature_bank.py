@@ -1,0 +1,124 @@
+"""Feature banks (clipft.callbacks.feature_bank): a row is the frozen tower's output for that view of that
+image, a changed backbone gets another bank, a tampered bank is refused, validation from the bank equals
+validation from pixels, and a method that trains its image tower is left alone."""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+import clipft
+from clipft.callbacks.feature_bank import FeatureBank, FeatureBankCallback, sample_id, view_seed, weights_hash
+from clipft.data import SyntheticSignsDataModule
+from clipft.errors import DataError
+from clipft.methods import CLIPAdapter, CoOp, LinearHeadFineTune
+
+SGD = {"_target_": "torch.optim.SGD", "lr": 0.05}
+
+
+@pytest.fixture()
+def datamodule(tmp_path):
+    dm = SyntheticSignsDataModule(root=str(tmp_path / "signs"), num_classes=4, train_per_class=8, test_per_class=2,
+                                  batch_size=16, dedupe="none", cache_dir=str(tmp_path / "cache"))
+    dm.setup("fit")
+    return dm
+
+
+def fit(module, dm, callback, epochs=1):
+    clipft.wire(dm, module)
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[callback], num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=dm)
+    return trainer
+
+
+def coop(dm, tiny_clip_dir):
+    return CoOp(dm.class_names, clip={"_target_": "clipft.models.HFCLIPBackbone", "name_or_path": str(tiny_clip_dir)},
+                optimizer=SGD, n_ctx=2)
+
+
+def test_a_row_is_the_towers_output_for_that_view(datamodule, tiny_clip_dir):
+    module = coop(datamodule, tiny_clip_dir)
+    callback = FeatureBankCallback(views=2)
+    fit(module, datamodule, callback)
+    samples = datamodule.train_samples[:3]
+    identities = [sample_id(s.path) for s in samples]
+    rows = np.stack([array[row] for array, row in callback.bank.locate(identities)])  # [3, 1 + 2, D]
+    assert rows.shape[:2] == (3, 3) and callback.built_images == len(datamodule.train_samples) + len(datamodule.val_samples)
+    module.backbone.eval()
+    with torch.no_grad():
+        for view in range(3):
+            pixels = []
+            for sample, identity in zip(samples, identities):
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(view_seed(identity, view, 0))
+                    pixels.append(datamodule.image_dataset([sample], train=view > 0)[0][0])
+            want = module.backbone.encode_image(torch.stack(pixels), normalize=False)
+            np.testing.assert_allclose(rows[:, view], want.numpy(), atol=1e-5, rtol=1e-5)
+    assert not np.allclose(rows[:, 1], rows[:, 2])  # the views are different augmentations
+
+
+def test_validation_from_the_bank_equals_validation_from_pixels(datamodule, tiny_clip_dir):
+    module = coop(datamodule, tiny_clip_dir)
+    callback = FeatureBankCallback(views=1)
+    fit(module, datamodule, callback)
+    module.eval()
+    module.prepare_for_inference()
+    bank_rows = callback.dataset(datamodule.val_samples, train=False)
+    pixels = datamodule.image_dataset(datamodule.val_samples, train=False)
+    with torch.no_grad():
+        from_bank = module(torch.stack([bank_rows[i][0] for i in range(len(bank_rows))]))
+        from_pixels = module(torch.stack([pixels[i][0] for i in range(len(pixels))]))
+    torch.testing.assert_close(from_bank, from_pixels, atol=1e-4, rtol=1e-4)
+    assert datamodule.feature_dataset is None  # after fit, test and predict read pixels
+
+
+def test_training_from_the_bank_moves_the_context_and_reuses_the_bank(datamodule, tiny_clip_dir):
+    module = coop(datamodule, tiny_clip_dir)
+    before = module.ctx.detach().clone()
+    first = FeatureBankCallback(views=2)
+    fit(module, datamodule, first, epochs=2)
+    assert not torch.allclose(module.ctx, before)
+    again = FeatureBankCallback(views=2)  # another seed of a sweep: same backbone, same bank, nothing computed
+    fit(coop(datamodule, tiny_clip_dir), datamodule, again)
+    assert again.bank.directory == first.bank.directory and again.built_images == 0
+
+
+def test_a_changed_backbone_or_view_count_gets_another_bank(datamodule, tiny_clip_dir):
+    module = coop(datamodule, tiny_clip_dir)
+    callback = FeatureBankCallback(views=1)
+    key = callback.bank_key(module, datamodule)
+    with torch.no_grad():
+        next(module.backbone.parameters()).add_(1e-3)
+    changed = callback.bank_key(module, datamodule)
+    assert changed["backbone"] != key["backbone"] and weights_hash(module.backbone) == changed["backbone"]
+    root = datamodule.cache_dir / "feature_banks"
+    assert FeatureBank(root, key).directory != FeatureBank(root, changed).directory
+    assert FeatureBank(root, {**key, "views": 3}).directory != FeatureBank(root, key).directory
+
+
+def test_a_tampered_bank_is_refused_with_one_line(tmp_path):
+    bank = FeatureBank(tmp_path, {"views": 1, "backbone": "a"})
+    (bank.directory / "key.json").write_text(json.dumps({"views": 1, "backbone": "b"}))
+    with pytest.raises(DataError, match="another key than its name says") as info:
+        FeatureBank(tmp_path, {"views": 1, "backbone": "a"})
+    assert "\n" not in str(info.value)
+    bank = FeatureBank(tmp_path / "x", {"views": 1, "backbone": "a"})
+    bank.add(["img|1|2"], np.zeros((1, 2, 4), dtype=np.float32))
+    np.save(next(bank.directory.glob("part-*.npy")), np.zeros((1, 5, 4), dtype=np.float32))  # wrong view count
+    with pytest.raises(DataError, match=r"has shape \(1, 5, 4\), not \[1, 2, dim\]"):
+        FeatureBank(tmp_path / "x", {"views": 1, "backbone": "a"})
+
+
+def test_methods_that_train_the_image_tower_read_pixels(datamodule, tiny_clip_dir):
+    clip = {"_target_": "clipft.models.HFCLIPBackbone", "name_or_path": str(tiny_clip_dir)}
+    callback = FeatureBankCallback(views=1)
+    fit(LinearHeadFineTune(datamodule.class_names, clip=clip, optimizer=SGD), datamodule, callback)
+    assert callback.bank is None
+    adapter = CLIPAdapter(datamodule.class_names, clip=clip, optimizer=SGD)
+    fit(adapter, datamodule, callback)  # a frozen-tower method: served from the bank
+    assert callback.bank is not None and callback.built_images > 0
