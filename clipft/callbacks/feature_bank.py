@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,7 @@ class FeatureBankCallback(L.Callback):
         self.directory = directory
         self.bank: FeatureBank | None = None
         self.built_images = 0  # images whose rows this process computed (0 on a reused bank)
+        self.build_seconds = 0.0
         self._module: Any = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -210,8 +212,12 @@ class FeatureBankCallback(L.Callback):
         todo = self.bank.missing(identities)
         if todo:
             wanted = [samples[i] for i in todo]
+            started = time.perf_counter()
             self.bank.add([identities[i] for i in todo], self._compute(wanted, [identities[i] for i in todo]))
             self.built_images += len(todo)
+            self.build_seconds += time.perf_counter() - started
+            log.info("feature bank: %d images x %d views computed in %.1f s (%s)", len(todo), 1 + self.views,
+                     time.perf_counter() - started, self.bank.directory)
         return BankDataset(self.bank.locate(identities), [s.label for s in samples],
                            train=train and self.train_from_bank, views=self.views)
 
