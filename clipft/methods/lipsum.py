@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 TOKEN_LENGTH = 8  # --token_length, Lipsum-FT.py:453-455
 TEXT_COUNT = 80  # --token_k_ways, Lipsum-FT.py:456-458
-WEIGHT = 1.0  # --feat_regularization, Lipsum-FT.py:450-452
 
 
 def check_lipsum_arguments(arguments: Mapping[str, Any]) -> None:

@@ -27,6 +27,7 @@ from clipft.evaluation.headline import headline_summary
 from clipft.evaluation.inference import loader_predictions
 from clipft.evaluation.metrics import classification_report
 from clipft.evaluation.template_sets import brief, score_template_sets
+from clipft.evaluation.tpt import tpt_evaluate
 from clipft.evaluation.wandb_media import log_run_files, log_run_record
 from clipft.methods.loading import load_module
 from clipft.methods.wise_ft import wise_ft_sweep
@@ -105,6 +106,9 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     if alphas:
         metrics["wise_ft"] = {f"{alpha:g}": brief(score()) for alpha, _ in wise_ft_sweep(model, alphas)}
     model.test_outputs = main_outputs
+    if (cfg.get("tpt") or {}).get("enabled", False):  # test-time prompt tuning, one image at a time (clipft.evaluation.tpt)
+        metrics["tpt"] = tpt_evaluate(model, loader, cfg.tpt, int(cfg.get("seed") or 0), trainer.strategy.root_device)
+        metrics["summary"]["tpt_accuracy"] = metrics["tpt"]["accuracy"]
 
     calibration = calibrate(model, datamodule, split) if cfg.get("calibrate", False) else None
     if calibration:
