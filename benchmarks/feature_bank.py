@@ -35,7 +35,7 @@ def run(method: str, mode: str, args: argparse.Namespace, out: Path) -> dict:
     run_dir = out / f"{method}_{mode}"
     command = [sys.executable, str(ROOT / "train.py"), "experiment=sign_clip58_fewshot", f"data.root={args.data_root}",
                "data.shots=null", f"model={method}", f"trainer.max_epochs={args.epochs}", "callbacks.early_stopping=null",
-               "plots=false", "logger=none", f"hydra.run.dir={run_dir}"]
+               "plots=false", "logger=csv", f"hydra.run.dir={run_dir}"]
     if mode == "bank":
         command += ["callbacks=[default,feature_bank]", f"callbacks.feature_bank.directory={out / 'banks'}",
                     f"callbacks.feature_bank.views={args.views}", "callbacks.early_stopping=null"]

@@ -82,8 +82,11 @@ def check_tpt_model(model: Any) -> None:
     """A learned, image-independent context: CoOp or KgCoOp (not CoCoOp)."""
     from clipft.methods.cocoop import CoCoOp
     from clipft.methods.coop import CoOp
+    from clipft.methods.maple import MaPLe
+    from clipft.methods.promptsrc import PromptSRC
 
-    if not isinstance(model, CoOp) or isinstance(model, CoCoOp):
+    # MaPLe / PromptSRC: CoOp subclasses whose deep prompts also enter the image tower, which TPT would not tune
+    if not isinstance(model, CoOp) or isinstance(model, (CoCoOp, MaPLe, PromptSRC)):
         raise ConfigError(
             f"tpt.enabled=true tunes a learned prompt context, which {type(model).__name__} does not have: evaluate a "
             "CoOp/KgCoOp checkpoint, or model=clip_coop without ckpt_path (zero-shot CLIP, context from 'a photo of a')"

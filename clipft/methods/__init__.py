@@ -19,6 +19,8 @@ LP++                       :mod:`clipft.methods.lp_plus_plus`          clip_lp_p
 CLIP-SVD                   :mod:`clipft.methods.clip_svd`              clip_svd
 ProLIP                     :mod:`clipft.methods.prolip`                clip_prolip
 LN-tuning / BitFit         :mod:`clipft.methods.norm_bias_tuning`      clip_norm_tuning, clip_bitfit
+MaPLe (deep prompts)       :mod:`clipft.methods.maple`                 clip_maple
+PromptSRC                  :mod:`clipft.methods.promptsrc`             clip_promptsrc
 zero-shot (ensembles)      :mod:`clipft.methods.clip_zeroshot`         clip_zeroshot
 CNN transfer               :mod:`clipft.methods.cnn_transfer`          cnn_transfer, cnn_mobilenet_v2
 =========================  ==========================================  ===========================
@@ -42,16 +44,19 @@ from clipft.methods.coop import CoOp
 from clipft.methods.kgcoop import KgCoOp
 from clipft.methods.linear_head_finetune import LinearHeadFineTune
 from clipft.methods.lp_plus_plus import LPPlusPlus
+from clipft.methods.maple import MaPLe
 from clipft.methods.norm_bias_tuning import NormBiasTuning
 from clipft.methods.peft_finetune import PEFTFineTune
 from clipft.methods.prolip import ProLIP
+from clipft.methods.promptsrc import PromptSRC
 from clipft.methods.taskres import TaskRes
 from clipft.methods.tip_adapter import TipAdapter
 
 # Every ClassificationModule subclass registered itself (kind "method") when its module was
 # imported; registering the classes again adds the objects and the package-level paths.
 for _cls in (CLAP, CLIPSVD, CLIPAdapter, CLIPLinearProbe, CLIPZeroShot, CNNTransfer, CoCoOp, CoOp, ContrastiveFineTune,
-             KgCoOp, LPPlusPlus, LinearHeadFineTune, NormBiasTuning, PEFTFineTune, ProLIP, TaskRes, TipAdapter):
+             KgCoOp, LPPlusPlus, LinearHeadFineTune, MaPLe, NormBiasTuning, PEFTFineTune, ProLIP, PromptSRC, TaskRes,
+             TipAdapter):
     registry.register("method", _cls)
 
 __all__ = [
@@ -69,9 +74,11 @@ __all__ = [
     "KgCoOp",
     "LPPlusPlus",
     "LinearHeadFineTune",
+    "MaPLe",
     "NormBiasTuning",
     "PEFTFineTune",
     "ProLIP",
+    "PromptSRC",
     "TaskRes",
     "TipAdapter",
 ]

@@ -47,7 +47,7 @@ from torch import nn
 from clipft.errors import ConfigError, DataError
 from clipft.methods.clip_method import CLIPMethod
 from clipft.methods.features import split_features
-from clipft.methods.zeroshot_head import TEXT_BATCH, eval_mode
+from clipft.methods.zeroshot_head import eval_mode, raw_class_text
 
 ANCHORS = ("reference", "normalized")
 REDUCTIONS = ("mean", "sum")
@@ -122,15 +122,7 @@ class CLAP(CLIPMethod):
     @torch.no_grad()
     def raw_class_text(self) -> torch.Tensor:
         """Per class, the mean of its *unnormalised* prompt embeddings (the reference's ``base_text_features``)."""
-        rows = []
-        with eval_mode(self.backbone):
-            for prompts in self.class_prompts:
-                chunks = []
-                for start in range(0, len(prompts), TEXT_BATCH):
-                    tokens = self.backbone.tokenize(list(prompts[start : start + TEXT_BATCH]), device=self.device)
-                    chunks.append(self.backbone.encode_text(**tokens, normalize=False).float())
-                rows.append(torch.cat(chunks).mean(0))
-        return torch.stack(rows)
+        return raw_class_text(self.backbone, self.class_prompts, self.device)
 
     def anchor_text(self) -> torch.Tensor:
         """``T``: where the weights start and what the penalty holds them to (see ``anchors``)."""

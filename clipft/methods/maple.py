@@ -12,7 +12,7 @@ Dassl.pytorch; ``tests/test_parity_maple.py`` transcribes it and compares:
 - text prompt ``"<ctx_init> <name>."`` (``maple.py:119-123``), its first ``n_ctx`` tokens after the start
   token the learned layer-0 context, starting as their word embeddings (``maple.py:84-92``; with ``ctx_init``
   null or ``n_ctx`` > 4: ``n_ctx`` placeholder words, N(0, 0.02), ``maple.py:93-97``). Default: 2 tokens of
-  "a photo of a" (``vit_b16_c2_ep5_batch4_2ctx.yaml:33-37``).
+  "a photo of a" (``vit_b16_c2_ep5_batch4_2ctx.yaml:31-36``).
 - layer 0's image prompts ``proj(ctx)`` are appended after the patch tokens, position embeddings added and
   before the pre-norm (``maple.py:103,176``, ``clip/model.py:454-458``).
 - deeper layers 1..J-1: text prompts ``compound_prompts_text[k]`` (N(0, 0.02), ``maple.py:111-114``) replace
@@ -22,7 +22,7 @@ Dassl.pytorch; ``tests/test_parity_maple.py`` transcribes it and compares:
   (``_get_clones``, ``maple.py:116-117,207-208``); ``proj`` is its own draw. Default J = 9 (``PROMPT_DEPTH``).
 - only the prompt learner trains; cross-entropy (``maple.py:199-202``); SGD lr 0.0035, momentum 0.9, weight
   decay 5e-4 on every parameter, one warm-up epoch at 1e-5 then cosine per epoch, batch 4, 5 epochs
-  (``vit_b16_c2_ep5_batch4_2ctx.yaml:1-28``, Dassl defaults): ``clip_maple.yaml`` and the trainer settings.
+  (``vit_b16_c2_ep5_batch4_2ctx.yaml:1-3,15-22``, Dassl defaults): ``clip_maple.yaml`` and the trainer settings.
 
 The towers run their own forward (:class:`clipft.models.contract.DeepPromptBackbone`, HF CLIP); a backbone
 whose image tower takes no tokens (the CNN dual encoder) is refused at construction. Not done: the

@@ -14,7 +14,7 @@ After the reference implementation, github.com/muzairkhattak/PromptSRC @ bb95c77
   as MaPLe); text layers ``1 .. J_t - 1`` each have their own ``(n_ctx_text, width)`` prompts, N(0, 0.02), which replace
   the context positions at their input (``clip/model.py:210-252``, ``ResidualAttentionBlock_IVLP``).
 - image: ``n_ctx_image`` tokens appended after the patch tokens (positions added, before the pre-norm), replaced by
-  each image layer ``1 .. J_i - 1``'s own prompts (``clip/model.py:369-378,404-406,232-241``); ``J_i = 0``: no image
+  each image layer ``1 .. J_i - 1``'s own prompts (``clip/model.py:370-379,406-408,234-241``); ``J_i = 0``: no image
   prompts (the text-only variant, which also runs on backbones whose image tower takes no tokens).
 - loss (``promptsrc.py:297-313``): ``CE + L1(text, frozen text) * 25 + L1(image, frozen image) * 10 +
   KL(frozen logits || logits) / (batch * classes)`` on normalised features; the frozen text is the frozen tower's
@@ -24,8 +24,8 @@ After the reference implementation, github.com/muzairkhattak/PromptSRC @ bb95c77
   parameters are added with weight ``N(e; gpa_mean, gpa_std)``, normalised over the run's ``max_epochs``; after the
   last epoch the weighted sum replaces them (before that epoch's validation). ``gpa_mean: null`` turns it off.
 - SGD lr 0.0025, momentum 0.9, weight decay 5e-4 on every learned parameter, one warm-up epoch at 1e-5 then
-  cosine, batch 4, 20 epochs, GPA N(15, 1) (the base-to-novel config); the few-shot config trains 50 epochs with
-  GPA N(30, 30).
+  cosine, batch 4, 20 epochs, GPA N(15, 1) (the base-to-novel config, ``vit_b16_c2_ep20_batch4_4+4ctx.yaml:1-4,16-23,
+  33-43``); the few-shot config (``vit_b16_c2_ep50_batch4_4+4ctx_few_shot.yaml``) trains 50 epochs with GPA N(30, 30).
 
 Not done: fp16 (``PREC: fp16``); the reference's random draws interleave with CLIP's construction and cannot be
 replayed (here: the context, then image prompts, then text prompts, from the run's seed). GPA's running sum is not

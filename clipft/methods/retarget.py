@@ -207,6 +207,8 @@ RETARGET: dict[str, Rule] = {
     "CLIPSVD": Rule((), "the tuned towers' text of the new class's prompts"),
     "ProLIP": Rule((), "the tuned image projection against the new class's zero-shot text"),
     "NormBiasTuning": Rule((), "the tuned towers' (norms' / biases') text of the new class's prompts"),
+    "MaPLe": Rule((), "the learned text and image prompts with the new class name", refresh=_prompt_embeddings),
+    "PromptSRC": Rule((), "the learned text and image prompts with the new class name", refresh=_prompt_embeddings),
 }
 
 

@@ -36,21 +36,7 @@ from torch import nn
 from clipft.errors import ConfigError
 from clipft.methods.clip_method import CLIPMethod
 from clipft.methods.coop import WARMUP_COSINE, ConstantWarmupCosineLR
-from clipft.methods.zeroshot_head import TEXT_BATCH, eval_mode
-
-
-@torch.no_grad()
-def raw_class_text(backbone: Any, per_class_prompts: Sequence[Sequence[str]], device: torch.device | str) -> torch.Tensor:
-    """``(classes, dim)``: per class, the mean of its *unnormalised* prompt embeddings (the reference's base)."""
-    rows = []
-    with eval_mode(backbone):
-        for prompts in per_class_prompts:
-            chunks = []
-            for start in range(0, len(prompts), TEXT_BATCH):
-                tokens = backbone.tokenize(list(prompts[start : start + TEXT_BATCH]), device=device)
-                chunks.append(backbone.encode_text(**tokens, normalize=False).float())
-            rows.append(torch.cat(chunks).mean(0))
-    return torch.stack(rows)
+from clipft.methods.zeroshot_head import raw_class_text
 
 
 class TaskRes(CLIPMethod):

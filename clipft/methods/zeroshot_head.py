@@ -65,3 +65,18 @@ def class_means(prompt_features: torch.Tensor, prompts_per_class: Sequence[int])
     feats = nn.functional.normalize(prompt_features.float(), dim=-1)
     rows = [nn.functional.normalize(chunk.mean(0), dim=-1) for chunk in feats.split(list(prompts_per_class))]
     return torch.stack(rows)
+
+
+@torch.no_grad()
+def raw_class_text(backbone: Any, per_class_prompts: Sequence[Sequence[str]], device: torch.device | str) -> torch.Tensor:
+    """``(classes, dim)``: per class, the mean of its *unnormalised* prompt embeddings (CLAP's and TaskRes's
+    references' base text features, whose scale is the text tower's, not the unit sphere's)."""
+    rows = []
+    with eval_mode(backbone):
+        for prompts in per_class_prompts:
+            chunks = []
+            for start in range(0, len(prompts), TEXT_BATCH):
+                tokens = backbone.tokenize(list(prompts[start : start + TEXT_BATCH]), device=device)
+                chunks.append(backbone.encode_text(**tokens, normalize=False).float())
+            rows.append(torch.cat(chunks).mean(0))
+    return torch.stack(rows)

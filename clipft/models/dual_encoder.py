@@ -136,6 +136,11 @@ class DualEncoderBackbone(TokenEmbeddingPath, nn.Module):
     def token_embedding(self) -> nn.Embedding:
         return self.text.model.get_input_embeddings()
 
+    def deep_prompt_support(self) -> dict[str, int]:
+        """No deep prompts (:class:`clipft.models.contract.DeepPromptBackbone`): the image tower is a CNN (no
+        tokens to add) and the text tower takes prompts at its input only (``encode_text_embeddings``)."""
+        return {"text": 0, "image": 0}
+
 
     @property
     def image_tower(self) -> nn.Module:

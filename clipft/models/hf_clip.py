@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from clipft.errors import ConfigError
-from clipft.models.contract import TokenEmbeddingPath
+from clipft.models.contract import TokenEmbeddingPath, appended_output, prompted_layers, replaced_output
 from clipft.models.remote_code import check_hf_folder
 from clipft.utils.arguments import check_image_size
 from clipft.utils.constants import Preprocessing
@@ -128,6 +128,41 @@ class HFCLIPBackbone(TokenEmbeddingPath, nn.Module):
 
     def token_embedding(self) -> nn.Embedding:
         return self.model.text_model.embeddings.token_embedding
+
+    # ------------------------------------------------------------------ deep prompts (contract.DeepPromptBackbone)
+    def deep_prompt_support(self) -> dict[str, int]:
+        """Both towers are transformers: every layer can take prompt tokens."""
+        return {"text": len(self.model.text_model.encoder.layers), "image": len(self.model.vision_model.encoder.layers)}
+
+    def deep_prompt_widths(self) -> dict[str, int]:
+        return {"text": int(self.model.config.text_config.hidden_size), "image": int(self.model.config.vision_config.hidden_size)}
+
+    def encode_text_deep_prompts(
+        self,
+        token_embeddings: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        first: int,
+        deep_prompts: list[torch.Tensor],
+        normalize: bool = True,
+    ) -> torch.Tensor:
+        """HF's own text forward (positions, causal and padding masks, end-of-text pooling), with the layers'
+        inputs spliced by forward pre-hooks: the same code path as :meth:`encode_text`."""
+        layers = list(self.model.text_model.encoder.layers)
+        with replaced_output(self.token_embedding(), token_embeddings), prompted_layers(layers, deep_prompts, first):
+            return self.encode_text(input_ids, attention_mask, normalize)
+
+    def encode_image_deep_prompts(
+        self, pixel_values: torch.Tensor, prompts: list[torch.Tensor], normalize: bool = True
+    ) -> torch.Tensor:
+        """The prompts follow the patch tokens (after the position embeddings, before ``pre_layrnorm``),
+        as VPT and MaPLe append them; the class token is pooled as before."""
+        if not prompts:
+            return self.encode_image(pixel_values, normalize)
+        vision = self.model.vision_model
+        n = prompts[0].shape[-2]
+        with appended_output(vision.embeddings, prompts[0]), prompted_layers(list(vision.encoder.layers), prompts[1:], -n):
+            return self.encode_image(pixel_values, normalize)
 
 
     @property
