@@ -49,6 +49,11 @@ def test_a_row_is_the_towers_output_for_that_view(datamodule, tiny_clip_dir):
     identities = [sample_id(s.path) for s in samples]
     rows = np.stack([array[row] for array, row in callback.bank.locate(identities)])  # [3, 1 + 2, D]
     assert rows.shape[:2] == (3, 3) and callback.built_images == len(datamodule.train_samples) + len(datamodule.val_samples)
+    val_rows = [array[row] for array, row in callback.bank.locate([sample_id(s.path) for s in datamodule.val_samples])]
+    assert all(np.isnan(r[1:]).all() and not np.isnan(r[0]).any() for r in val_rows)  # evaluation images: view 0 only
+    callback.dataset(datamodule.val_samples[:2], train=True)  # asked for as training images: their views are computed
+    val_rows = [array[row] for array, row in callback.bank.locate([sample_id(s.path) for s in datamodule.val_samples[:2]])]
+    assert not any(np.isnan(r).any() for r in val_rows)
     module.backbone.eval()
     with torch.no_grad():
         for view in range(3):

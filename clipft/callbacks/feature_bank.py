@@ -3,8 +3,8 @@
 Most few-shot methods (CoOp, CoCoOp, KgCoOp, CLIP-Adapter, Tip-Adapter-F, CLAP, TaskRes, LP++, the linear
 probe) never change the image tower, yet a plain run pushes every batch of every epoch through it. With
 ``callbacks=[default,feature_bank]`` the callback computes, once per image, the tower's raw embedding of
-the unaugmented view (view 0, the evaluation transform) and of ``views`` augmented views (the training
-transform, seeded per image and view), stores them beside the data cache and serves them as the
+the unaugmented view (view 0, the evaluation transform) and, for training images, of ``views`` augmented views
+(the training transform, seeded per image and view), stores them beside the data cache and serves them as the
 datamodule's datasets: validation reads view 0 (exact), training draws one augmented view per image per
 epoch (the reference practice of Tip-Adapter's 10 and CLAP's 20 views; *not* identical to drawing a fresh
 augmentation each epoch). Test and predict keep reading pixels.
@@ -97,8 +97,15 @@ class FeatureBank:
             self._parts.append(array)
             self._where.update({identity: (part, row) for row, identity in enumerate(ids)})
 
-    def missing(self, identities: Sequence[str]) -> list[int]:
-        return [i for i, identity in enumerate(identities) if identity not in self._where]
+    def missing(self, identities: Sequence[str], views: bool = True) -> list[int]:
+        """Positions of the images without rows (``views``: or whose augmented views were never computed)."""
+        def lacks(identity: str) -> bool:
+            if identity not in self._where:
+                return True
+            part, row = self._where[identity]
+            return views and self.views > 0 and bool(np.isnan(self._parts[part][row, 1, 0]))
+
+        return [i for i, identity in enumerate(identities) if lacks(identity)]
 
     def add(self, identities: Sequence[str], rows: np.ndarray) -> None:
         """Store new rows as one more part (array first, its index last: a part without an index is ignored)."""
@@ -209,11 +216,12 @@ class FeatureBankCallback(L.Callback):
         """The datamodule's dataset of ``samples``: computes the rows it lacks, then reads them memory-mapped."""
         assert self.bank is not None
         identities = [sample_id(s.path) for s in samples]
-        todo = self.bank.missing(identities)
+        with_views = train and self.train_from_bank and self.views > 0  # evaluation reads view 0 only
+        todo = self.bank.missing(identities, views=with_views)
         if todo:
             wanted = [samples[i] for i in todo]
             started = time.perf_counter()
-            self.bank.add([identities[i] for i in todo], self._compute(wanted, [identities[i] for i in todo]))
+            self.bank.add([identities[i] for i in todo], self._compute(wanted, [identities[i] for i in todo], with_views))
             self.built_images += len(todo)
             self.build_seconds += time.perf_counter() - started
             log.info("feature bank: %d images x %d views computed in %.1f s (%s)", len(todo), 1 + self.views,
@@ -222,17 +230,20 @@ class FeatureBankCallback(L.Callback):
                            train=train and self.train_from_bank, views=self.views)
 
     @torch.no_grad()
-    def _compute(self, samples: Sequence[Any], identities: Sequence[str]) -> np.ndarray:
-        """``[n, 1 + views, dim]`` raw embeddings: view 0 with the evaluation transform, the rest augmented."""
+    def _compute(self, samples: Sequence[Any], identities: Sequence[str], with_views: bool = True) -> np.ndarray:
+        """``[n, 1 + views, dim]`` raw embeddings: view 0 with the evaluation transform, the rest augmented
+        (NaN when ``with_views`` is false: an evaluation-only image costs one pass, not ``1 + views``)."""
         module, datamodule = self._module, self._module.trainer.datamodule
         was_training = module.backbone.training
         module.backbone.eval()
         per_view = []
-        for view in range(1 + self.views):
+        for view in range(1 + (self.views if with_views else 0)):
             pixels = datamodule.image_dataset(samples, train=view > 0)
             seeded = _SeededViews(pixels, [view_seed(identity, view, self.seed) for identity in identities])
             per_view.append(self._encode(module, seeded))
         module.backbone.train(was_training)
+        while len(per_view) < 1 + self.views:
+            per_view.append(np.full_like(per_view[0], np.nan))
         return np.stack(per_view, axis=1)
 
     def _encode(self, module: Any, dataset: Dataset) -> np.ndarray:
