@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from clipft.errors import ConfigError
+from clipft.methods.chunked_text import DEFAULT_TEXT_CHUNK_SIZE, encode_prompts
 from clipft.methods.coop import CoOp
 
 META_NET_INITS = ("default", "zero")
@@ -53,6 +54,7 @@ class CoCoOp(CoOp):
         meta_reduction: the meta-net's bottleneck is ``embed_dim // meta_reduction``.
         meta_net_init: ``default`` (``nn.Linear``'s, the reference) | ``zero`` (last layer at zero: starts at CoOp).
         bias_decay: weight decay on the meta-net's biases too (the reference) or not.
+        text_chunk_size: image x class prompts encoded per checkpointed chunk (:class:`~clipft.methods.coop.CoOp`).
         Every other argument: :class:`~clipft.methods.coop.CoOp` (context is always unified, class token at the end).
     """
 
@@ -70,13 +72,14 @@ class CoCoOp(CoOp):
         meta_net_init: str = "default",
         bias_decay: bool = True,
         init_seed: int | None = None,
+        text_chunk_size: int | None = DEFAULT_TEXT_CHUNK_SIZE,
     ) -> None:
         if meta_net_init not in META_NET_INITS:
             raise ConfigError(f"meta_net_init must be one of {list(META_NET_INITS)}, got {meta_net_init!r}")
         super().__init__(
             class_names=class_names, clip=clip, optimizer=optimizer, scheduler=scheduler, prompts=prompts,
             n_ctx=n_ctx, ctx_init=ctx_init, class_specific=False, label_smoothing=label_smoothing,
-            class_token_position="end", init_seed=init_seed,
+            class_token_position="end", init_seed=init_seed, text_chunk_size=text_chunk_size,
         )
         self.bias_decay = bool(bias_decay)
         dim, width = int(self.backbone.embed_dim), int(self.prompt_embeddings.shape[-1])
@@ -100,11 +103,8 @@ class CoCoOp(CoOp):
         embeddings = self.prompt_embeddings.unsqueeze(0).repeat(batch, 1, 1, 1)  # (B, C, L, width)
         embeddings[:, :, self.ctx_positions] = ctx.unsqueeze(1).expand(-1, classes, -1, -1).to(embeddings.dtype)
         length = embeddings.shape[2]
-        text = self.backbone.encode_text_embeddings(
-            embeddings.view(batch * classes, length, -1),
-            self.prompt_ids.repeat(batch, 1),
-            self.prompt_mask.repeat(batch, 1),
-        )
+        tokens = {"input_ids": self.prompt_ids.repeat(batch, 1), "attention_mask": self.prompt_mask.repeat(batch, 1)}
+        text = encode_prompts(self.backbone, embeddings.view(batch * classes, length, -1), tokens, self.text_chunk_size)
         return text.view(batch, classes, -1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

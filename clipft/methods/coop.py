@@ -57,6 +57,7 @@ import torch
 from torch import nn
 
 from clipft.errors import ConfigError
+from clipft.methods.chunked_text import DEFAULT_TEXT_CHUNK_SIZE, check_chunk_size, encode_prompts
 from clipft.methods.clip_method import CLIPMethod
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,9 @@ class CoOp(CLIPMethod):
         csc_from_init: with ``ctx_init`` and ``class_specific``, per-class copies of the template's
             context (clipft's variant) instead of the reference's one shared context.
         init_seed: seed of the random context draw; null draws from the global torch RNG (the run's seed).
+        text_chunk_size: class prompts encoded per checkpointed chunk (:mod:`clipft.methods.chunked_text`), so
+            peak memory stays flat in the class count (1,000 classes: 7x less at the text side); above it, one
+            more text-tower forward per step. Up to this many classes: the single pass, bit for bit. null: one pass.
         Every other argument: :class:`~clipft.methods.clip_method.CLIPMethod` (the towers are always frozen).
     """
 
@@ -143,17 +147,20 @@ class CoOp(CLIPMethod):
         class_token_position: str = "end",
         csc_from_init: bool = False,
         init_seed: int | None = None,
+        text_chunk_size: int | None = DEFAULT_TEXT_CHUNK_SIZE,
     ) -> None:
         if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1:
             raise ConfigError(f"n_ctx must be an integer >= 1, got {n_ctx!r}")
         if class_token_position not in CLASS_TOKEN_POSITIONS:
             raise ConfigError(f"class_token_position must be one of {list(CLASS_TOKEN_POSITIONS)}, got {class_token_position!r}")
         generator = context_generator(init_seed)
+        chunk_size = check_chunk_size(text_chunk_size)
         super().__init__(
             class_names, clip, optimizer, scheduler, prompts, label_smoothing,
             freeze_image_tower=True, freeze_text_tower=True, freeze_logit_scale=True,
         )
         self._check_scheduler_config()
+        self.text_chunk_size = chunk_size
         self.bias_decay = True  # weight decay on every trained parameter, as Dassl's build_optimizer
         self._init_generator = generator  # CoCoOp draws its meta-net from it too
         table = self.backbone.token_embedding()
@@ -250,7 +257,8 @@ class CoOp(CLIPMethod):
         return embeddings
 
     def class_text_features(self) -> torch.Tensor:
-        return self.backbone.encode_text_embeddings(self.prompt_token_embeddings(), self.prompt_ids, self.prompt_mask)
+        tokens = {"input_ids": self.prompt_ids, "attention_mask": self.prompt_mask}
+        return encode_prompts(self.backbone, self.prompt_token_embeddings(), tokens, self.text_chunk_size)
 
     def set_prompts(self, prompts: dict[str, Any]) -> None:
         raise ConfigError("CoOp learns its prompts: template sets do not apply (score them with model=clip_zeroshot)")

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from clipft.errors import ConfigError
+from clipft.methods.chunked_text import DEFAULT_TEXT_CHUNK_SIZE
 from clipft.methods.coop import CoOp
 from clipft.methods.zeroshot_head import zeroshot_weights
 
@@ -65,12 +66,13 @@ class KgCoOp(CoOp):
         csc_from_init: bool = False,
         init_seed: int | None = None,
         kg_weight: float = 8.0,
+        text_chunk_size: int | None = DEFAULT_TEXT_CHUNK_SIZE,
     ) -> None:
         if isinstance(kg_weight, bool) or not isinstance(kg_weight, (int, float)) or kg_weight < 0:
             raise ConfigError(f"kg_weight must be a number >= 0, got {kg_weight!r}")
         super().__init__(
             class_names, clip, optimizer, scheduler, prompts, n_ctx, ctx_init, class_specific, label_smoothing,
-            class_token_position, csc_from_init, init_seed,
+            class_token_position, csc_from_init, init_seed, text_chunk_size,
         )
         self._init_generator = None  # drawn from in CoOp's constructor only
         self.kg_weight = float(kg_weight)

@@ -24,7 +24,11 @@ from clipft.utils.file_gate import gate_file_config, read_json_mapping
 
 
 class OpenCLIPBackbone(TokenEmbeddingPath, nn.Module):
-    """Any open_clip model, by name + pretrained tag, hub id or local folder."""
+    """Any open_clip model, by name + pretrained tag, hub id or local folder.
+
+    ``gradient_checkpointing``: recompute each transformer block in backward (open_clip's
+    ``set_grad_checkpointing``, both towers) to trade compute for memory on large towers.
+    """
 
     def __init__(
         self,
@@ -35,6 +39,7 @@ class OpenCLIPBackbone(TokenEmbeddingPath, nn.Module):
         image_std: list[float] | None = None,
         cache_dir: str | None = None,
         force_quick_gelu: bool = False,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         check_image_size(image_size, "image_size")
@@ -58,6 +63,8 @@ class OpenCLIPBackbone(TokenEmbeddingPath, nn.Module):
                 "name with open_clip.list_pretrained(); offline, pass a local folder with open_clip_config.json "
                 "and weights (model.clip.model_name=/path/to/folder) or a weights file as pretrained."
             ) from exc
+        if gradient_checkpointing:
+            self.model.set_grad_checkpointing(True)
         pre = dict(getattr(self.model.visual, "preprocess_cfg", {}) or {})
         size = pre.get("size", 224)
         size = size[0] if isinstance(size, (list, tuple)) else size

@@ -58,9 +58,19 @@ def build_datamodule(cfg: DictConfig):
 
 
 def build_model(cfg: DictConfig, class_names: list[str]):
-    return instantiate_node(
-        to_plain(cfg.model), config_path="model", class_names=list(class_names), _recursive_=False, _convert_="all"
-    )
+    """The method from ``cfg.model``; ``model.compile`` (not a constructor argument) compiles its towers after."""
+    from clipft.methods.compile import compile_towers, pop_compile
+    from clipft.utils.safe_targets import check_optimizer_installed
+
+    config = to_plain(cfg.model)
+    options = pop_compile(config)
+    optimizer = config.get("optimizer")
+    check_optimizer_installed(optimizer.get("_target_") if isinstance(optimizer, dict) else None)  # bitsandbytes: one line
+    model = instantiate_node(config, config_path="model", class_names=list(class_names), _recursive_=False, _convert_="all")
+    compiled = compile_towers(model, options)
+    if compiled:
+        log.info("model.compile: torch.compile on %s (the first steps compile)", ", ".join(compiled))
+    return model
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Any]:

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import importlib.util
 import inspect
 from collections.abc import Iterator, Mapping, Set
 from typing import Any
 
 from clipft import registry
-from clipft.errors import CheckpointError
+from clipft.errors import CheckpointError, ConfigError
 
 # torch's optimizers and schedulers, registered by their public names (``torch.optim.AdamW``). A
 # checkpoint's names are only ever looked up in clipft.registry (methods, backbones, what plugins
@@ -46,6 +47,29 @@ for _name in _OPTIMIZERS:
     registry.register_path("optimizer", f"torch.optim.{_name}")
 for _name in _SCHEDULERS:
     registry.register_path("scheduler", f"torch.optim.lr_scheduler.{_name}")
+
+# optimizers of optional packages: a checkpoint may name them only where the package is installed
+# (found without importing it), and a config naming one without it gets one line saying what to install
+OPTIONAL_OPTIMIZERS = {"bitsandbytes.optim.AdamW8bit": "bitsandbytes"}
+
+
+def register_optional_optimizers(find_spec: Any = importlib.util.find_spec) -> list[str]:
+    """Register each :data:`OPTIONAL_OPTIMIZERS` path whose package is installed; returns those registered."""
+    found = [path for path, package in OPTIONAL_OPTIMIZERS.items() if find_spec(package) is not None]
+    for path in found:
+        registry.register_path("optimizer", path)
+    return found
+
+
+def check_optimizer_installed(target: Any, key: str = "model.optimizer._target_") -> None:
+    """A :class:`~clipft.errors.ConfigError` naming the ``pip install`` when ``target`` is an optional
+    optimizer whose package is missing (before anything is built)."""
+    package = OPTIONAL_OPTIMIZERS.get(target) if isinstance(target, str) else None
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise ConfigError(f"{key}={target} needs the {package} package: pip install {package} (or choose torch.optim.AdamW)")
+
+
+register_optional_optimizers()
 
 # the kinds a checkpoint's nested ``_target_`` may name, and the kind its module must be
 TARGET_KINDS = ("method", "backbone", "optimizer", "scheduler")
