@@ -68,25 +68,32 @@ def _read_yaml_mapping(path: Path, what: str) -> Mapping[Any, Any]:
     return raw
 
 
-def _match_class_keys(raw: Mapping[Any, Any], class_names: Sequence[str], path: Path) -> dict[str, Any]:
+def _match_class_keys(
+    raw: Mapping[Any, Any], class_names: Sequence[str], path: Path, dataset_classes: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Map each key to a class: by name first, else by integer label index (``0: ...``).
 
     Names win so folder datasets whose class names are ids ("0", "17") match by folder id.
+    ``dataset_classes``: the whole dataset's classes when the run keeps a subset (``data.classes=base|novel``):
+    ids index that list, and keys of the dataset's other classes are skipped, not unknown.
     Lists every missing and every unknown key in one error.
     """
     names = list(class_names)
-    name_set = set(names)
+    label_space = list(dataset_classes) if dataset_classes else names
+    name_set, space_set = set(names), set(label_space)
     matched: dict[str, Any] = {}
     unknown: list[str] = []
     for key, value in raw.items():
         skey = str(key).strip()
-        if skey in name_set:
+        if skey in space_set:
             target = skey
-        elif skey.lstrip("-").isdigit() and 0 <= int(skey) < len(names):
-            target = names[int(skey)]
+        elif skey.lstrip("-").isdigit() and 0 <= int(skey) < len(label_space):
+            target = label_space[int(skey)]
         else:
             unknown.append(skey)
             continue
+        if target not in name_set:
+            continue  # a class of the dataset this run leaves out
         if target in matched:
             raise DataError(f"{path}: class {target!r} is given twice (by name and by id {skey!r}); keep one")
         matched[target] = value
@@ -100,7 +107,7 @@ def _match_class_keys(raw: Mapping[Any, Any], class_names: Sequence[str], path: 
     return matched
 
 
-def load_descriptions(path: str | Path, class_names: Sequence[str]) -> dict[str, list[str]]:
+def load_descriptions(path: str | Path, class_names: Sequence[str], dataset_classes: Sequence[str] | None = None) -> dict[str, list[str]]:
     """Read ``{class name | label id: description | [descriptions]}``; every class must be covered."""
     path = resolve_project_file(path)
     if not path.is_file():
@@ -108,7 +115,7 @@ def load_descriptions(path: str | Path, class_names: Sequence[str]) -> dict[str,
             f"class descriptions file {str(path)!r} does not exist (set model.prompts.descriptions to "
             "a file such as class_descriptions/gtsrb.yaml)"
         )
-    matched = _match_class_keys(_read_yaml_mapping(path, "class descriptions"), class_names, path)
+    matched = _match_class_keys(_read_yaml_mapping(path, "class descriptions"), class_names, path, dataset_classes)
     out: dict[str, list[str]] = {}
     for name in class_names:
         value = matched[name]
@@ -204,11 +211,14 @@ def build_class_prompts(
 def prompt_set_from_config(class_names: Sequence[str], prompts: Mapping[str, Any] | None) -> PromptSet:
     """The ``model.prompts`` block (``templates``, ``descriptions``, ``extra``) as a :class:`PromptSet`."""
     prompts = dict(prompts or {})
-    known = {"templates", "descriptions", "extra", "train_prompt"}
+    # dataset_classes: set by the pipeline when the run keeps a subset of the dataset's classes (data.classes),
+    # so that descriptions keyed by the dataset's label ids reach the right class
+    known = {"templates", "descriptions", "extra", "train_prompt", "dataset_classes"}
     unknown = sorted(set(prompts) - known)
     if unknown:
         raise ConfigError(f"model.prompts has unknown keys {unknown}; allowed: {sorted(known)}")
-    descriptions = load_descriptions(prompts["descriptions"], class_names) if prompts.get("descriptions") else None
+    descriptions = (load_descriptions(prompts["descriptions"], class_names, prompts.get("dataset_classes"))
+                    if prompts.get("descriptions") else None)
     mode = prompts.get("train_prompt") or "first"
     if mode not in TRAIN_PROMPT_MODES:
         raise ConfigError(f"model.prompts.train_prompt={mode!r} must be one of {list(TRAIN_PROMPT_MODES)}")

@@ -115,3 +115,17 @@ def test_relative_description_path_resolves_to_the_packaged_file(monkeypatch, tm
     from clipft.data.synthetic_signs import SIGN_CLASSES
 
     assert len(load_descriptions("class_descriptions/synthetic_signs.yaml", list(SIGN_CLASSES))) == 10
+
+
+def test_descriptions_by_label_id_follow_the_dataset_when_a_run_keeps_a_class_subset(tmp_path):
+    """data.classes=novel relabels the second half from 0: a file keyed by the dataset's label ids must still give
+    each class its own description (the pipeline passes the dataset's classes as prompts.dataset_classes)."""
+    path = tmp_path / "d.yaml"
+    path.write_text('0: "a red disc"\n1: "a blue disc"\n2: "a yellow triangle"\n3: "a white square"\n')
+    every = ["stop", "keep left", "warning", "parking"]
+    novel = ["warning", "parking"]
+    assert load_descriptions(path, novel, every) == {"warning": ["a yellow triangle"], "parking": ["a white square"]}
+    with pytest.raises(DataError, match=r"unknown .*\['2', '3'\]"):  # without the dataset's classes: ids 2, 3 point nowhere
+        load_descriptions(path, novel)
+    prompts = prompt_set_from_config(novel, {"templates": [], "descriptions": str(path), "dataset_classes": every})
+    assert prompts.per_class == [["a yellow triangle"], ["a white square"]]

@@ -57,12 +57,17 @@ def build_datamodule(cfg: DictConfig):
     return instantiate_node(cfg.data, config_path="data", _convert_="all")
 
 
-def build_model(cfg: DictConfig, class_names: list[str]):
-    """The method from ``cfg.model``; ``model.compile`` (not a constructor argument) compiles its towers after."""
+def build_model(cfg: DictConfig, class_names: list[str], dataset_classes: list[str] | None = None):
+    """The method from ``cfg.model``; ``model.compile`` (not a constructor argument) compiles its towers after.
+    ``dataset_classes``: the dataset's classes when the run keeps a subset (``data.classes``): the prompts'
+    descriptions keyed by label id are read in that label space."""
     from clipft.methods.compile import compile_towers, pop_compile
     from clipft.utils.safe_targets import check_optimizer_installed
 
     config = to_plain(cfg.model)
+    prompts = config.get("prompts")
+    if dataset_classes and list(dataset_classes) != list(class_names) and isinstance(prompts, dict) and prompts.get("descriptions"):
+        prompts["dataset_classes"] = list(dataset_classes)
     options = pop_compile(config)
     optimizer = config.get("optimizer")
     check_optimizer_installed(optimizer.get("_target_") if isinstance(optimizer, dict) else None)  # bitsandbytes: one line

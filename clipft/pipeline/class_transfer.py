@@ -22,6 +22,13 @@ from clipft.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+def dataset_classes(datamodule: Any) -> list[str] | None:
+    """The dataset's whole class list when the run keeps a subset of it (``data.classes=base|novel``), else None."""
+    index = getattr(datamodule, "index", None)
+    every = list(getattr(index, "class_names", None) or [])
+    return every if every and every != list(datamodule.class_names) else None
+
+
 def harmonic_mean(a: float, b: float) -> float:
     """CoCoOp's H: ``2ab / (a + b)`` (0 when both are 0)."""
     return 2.0 * a * b / (a + b) if a + b > 0 else 0.0

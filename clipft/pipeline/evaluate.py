@@ -32,7 +32,7 @@ from clipft.evaluation.wandb_media import log_run_files, log_run_record
 from clipft.methods.loading import load_module
 from clipft.methods.wise_ft import wise_ft_sweep
 from clipft.pipeline.building import build_datamodule, build_loggers, build_model, build_trainer, to_plain
-from clipft.pipeline.class_transfer import model_for_classes, transfer_summary
+from clipft.pipeline.class_transfer import dataset_classes, model_for_classes, transfer_summary
 from clipft.pipeline.run_data import with_data_of_checkpoint_run
 from clipft.pipeline.run_dir import prepare_run_dir
 from clipft.pipeline.run_info import run_info
@@ -73,7 +73,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("test")
-    model = load_or_build_model(cfg, datamodule.class_names)
+    model = load_or_build_model(cfg, datamodule.class_names, dataset_classes(datamodule))
     wire(datamodule, model)  # the preprocessing recorded in the checkpoint
     loggers = build_loggers(cfg)
     trainer = build_trainer(cfg, callbacks=[], loggers=loggers)
@@ -138,7 +138,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def load_or_build_model(cfg: DictConfig, class_names: list[str]) -> Any:
+def load_or_build_model(cfg: DictConfig, class_names: list[str], all_classes: list[str] | None = None) -> Any:
     """The checkpoint's module (classes checked), else the configured model untrained (zero-shot)."""
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
@@ -147,7 +147,7 @@ def load_or_build_model(cfg: DictConfig, class_names: list[str]) -> Any:
             check_classes(model.class_names, list(class_names), str(ckpt_path))
         return model_for_classes(model, list(class_names))  # retarget=true: scored on the data's classes (clipft.methods.retarget)
     if cfg.get("model") is not None:
-        return build_model(cfg, list(class_names))
+        return build_model(cfg, list(class_names), all_classes)
     raise ConfigError(
         "eval.py needs ckpt_path=RUN/checkpoints/best.ckpt, or a model to score zero-shot (e.g. model=clip_zeroshot)"
     )

@@ -25,7 +25,7 @@ from clipft.pipeline.building import (
     to_plain,
     trainer_for_test,
 )
-from clipft.pipeline.class_transfer import add_novel_scores
+from clipft.pipeline.class_transfer import add_novel_scores, dataset_classes
 from clipft.pipeline.run_dir import prepare_run_dir
 from clipft.pipeline.run_info import run_info
 from clipft.pipeline.validation import validate_config
@@ -56,7 +56,7 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     datamodule.write_reports(output_dir)  # data_report.json (+ skipped_images.txt)
-    model = build_model(cfg, datamodule.class_names)
+    model = build_model(cfg, datamodule.class_names, dataset_classes(datamodule))
     if cfg.get("init_from"):
         from clipft.pipeline.warm_start import init_weights_from
 
