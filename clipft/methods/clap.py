@@ -38,7 +38,6 @@ The fit runs on the cached features in ``on_fit_start`` (hand-written loop), the
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -65,18 +64,20 @@ class CLAP(CLIPMethod):
         schedule, warmup_epochs, warmup_lr: per-epoch learning rate (cosine after a constant warm-up).
         batch_size: null = full batch; an integer = the reference's minibatches of the shuffled pool.
         augment_views: 0 = one evaluation-transform view; K = K training-transform views pooled.
+        optimizer, scheduler: unused (the fit runs its own SGD and schedule).
+        feature_batch_size: batch size of the one-off feature extraction.
         Every other argument: :class:`~clipft.methods.clip_method.CLIPMethod`.
     """
 
     reads_image_features = True  # frozen image tower, read through image_features(): a feature bank may serve it
 
+    passes_on = ("class_names", "clip", "prompts")
+
     def __init__(
         self,
-        class_names: Sequence[str],
-        clip: dict[str, Any],
+        *args: Any,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
-        prompts: dict[str, Any] | None = None,
         epochs: int = 300,
         lr: float = 0.1,
         momentum: float = 0.9,
@@ -89,6 +90,7 @@ class CLAP(CLIPMethod):
         warmup_lr: float = 1e-5,
         batch_size: int | None = None,
         augment_views: int = 0,
+        **kwargs: Any,
     ) -> None:
         if constraint not in ("adaptive", "none"):
             raise ConfigError(f"constraint={constraint!r} must be 'adaptive' or 'none'")
@@ -103,8 +105,8 @@ class CLAP(CLIPMethod):
         if batch_size is not None and int(batch_size) < 1:
             raise ConfigError(f"batch_size={batch_size} must be null (full batch) or >= 1")
         super().__init__(
-            class_names, clip, optimizer or {"_target_": "torch.optim.SGD", "lr": float(lr)}, None, prompts,
-            freeze_image_tower=True, freeze_text_tower=True, freeze_logit_scale=True,
+            *args, optimizer=optimizer or {"_target_": "torch.optim.SGD", "lr": float(lr)}, scheduler=None,
+            freeze_image_tower=True, freeze_text_tower=True, freeze_logit_scale=True, **kwargs,
         )
         self.epochs, self.lr, self.momentum, self.constraint = int(epochs), float(lr), float(momentum), constraint
         self.feature_batch_size = int(feature_batch_size)

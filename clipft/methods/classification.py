@@ -11,11 +11,12 @@ import inspect
 import math
 import types
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.parsing import save_hyperparameters
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score
@@ -47,8 +48,16 @@ class ClassificationModule(L.LightningModule):
     when its file is imported, unless declared with ``abstract=True``: a new method is one file.
     """
 
+    #: the base constructor's arguments a method takes through ``*args``/``**kwargs`` and passes on unchanged (its
+    #: own arguments are keyword-only in its ``__init__``): hyper-parameters too, with their defaults when not given
+    passes_on: ClassVar[tuple[str, ...]] = ()
+
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if passes_on(cls):
+            cls.__signature__ = full_signature(cls)
+        elif "__init__" in vars(cls):
+            cls.__signature__ = None  # its own explicit __init__, not a parent's full signature
         if abstract:
             return
         from clipft.utils.safe_targets import register_safe_target
@@ -56,6 +65,16 @@ class ClassificationModule(L.LightningModule):
         register_safe_target(module_class_path(cls), module=True)
         if cls.__module__.startswith("clipft.methods."):
             register_safe_target(f"clipft.methods.{cls.__qualname__}", module=True)  # the package-level name
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ClassificationModule:
+        """Refuse an argument the method does not take before any constructor runs (``passes_on``: a method
+        that fixes a base argument would otherwise fail with a bare TypeError)."""
+        if passes_on(cls):
+            try:
+                inspect.signature(cls).bind_partial(*args, **kwargs)
+            except TypeError as exc:
+                raise ConfigError(f"{cls.__name__}: {exc}; it takes {list(inspect.signature(cls).parameters)}") from None
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -67,7 +86,8 @@ class ClassificationModule(L.LightningModule):
         super().__init__()
         # the concrete class's constructor arguments, recorded once here for every subclass: what a
         # checkpoint rebuilds the module from (``hyper_parameters``); subclasses do not call this themselves
-        self.save_hyperparameters(frame=_outermost_init_frame(self, inspect.currentframe()))
+        frame = _outermost_init_frame(self, inspect.currentframe())
+        save_hyperparameters(self, frame=frame, given_hparams=_init_arguments(self, frame))
         if isinstance(class_names, (str, bytes)) or not class_names or len(class_names) < 2:
             raise ConfigError(f"a classifier needs a list of at least 2 class names, got {class_names!r}")
         not_text = [n for n in class_names if not isinstance(n, str)]
@@ -234,6 +254,51 @@ def _outermost_init_frame(module: L.LightningModule, frame: types.FrameType | No
     while frame is not None and frame.f_code.co_name == "__init__" and frame.f_locals.get("self") is module:
         found, frame = frame, frame.f_back
     return found
+
+
+def _init_arguments(module: L.LightningModule, frame: types.FrameType | None) -> dict[str, Any] | None:
+    """The concrete class's constructor arguments: those its ``__init__`` names and, bound to its full signature
+    (:func:`full_signature`), those it passes on, with their defaults when not given. None: Lightning's default
+    (no constructor frame, or a class without ``passes_on``: its named arguments and ``**kwargs``)."""
+    if frame is None or not passes_on(type(module)):
+        return None
+    names, varargs, varkw, values = inspect.getargvalues(frame)
+    own = {n: values[n] for n in names if n != "self"}
+    passed = inspect.signature(type(module)).bind_partial(*values.get(varargs, ()), **values.get(varkw, {}))  # checked: __new__
+    passed.apply_defaults()
+    return {**{k: v for k, v in passed.arguments.items() if k not in own}, **own}
+
+
+def passes_on(cls: type) -> tuple[str, ...]:
+    """The ``passes_on`` of the class whose ``__init__`` ``cls`` runs (a subclass with its own explicit
+    ``__init__`` does not inherit its parent's)."""
+    owner = next(b for b in cls.__mro__ if "__init__" in vars(b))
+    names = vars(owner).get("passes_on", ())
+    if isinstance(names, str):
+        raise TypeError(f"{owner.__qualname__}.passes_on must be a tuple of argument names, not the string {names!r}")
+    return tuple(names)
+
+
+def full_signature(cls: type) -> inspect.Signature:
+    """``cls(...)``'s signature: its ``__init__``'s own arguments (keyword-only) and the ``passes_on`` arguments as
+    the nearest base constructor declares them (what ``inspect.signature``, the checkpoint checks and help show)."""
+    own = [p for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"
+           and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+    parent = next(b for b in cls.__mro__[1:] if "__init__" in vars(b))
+    parameters = vars(parent)["__signature__"].parameters if vars(parent).get("__signature__") else {
+        n: p for n, p in inspect.signature(parent.__init__).parameters.items() if n != "self"}
+    names = passes_on(cls)
+    base = [p for p in parameters.values() if p.name in names]
+    missing = sorted(set(names) - {p.name for p in base})
+    if missing:
+        raise TypeError(f"{cls.__qualname__}.passes_on names {missing}, which {parent.__qualname__} does not take")
+    positional = 0  # the leading base arguments ``*args`` still reaches by position
+    for p in parameters.values():
+        if p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD or p.name not in names:
+            break
+        positional += 1
+    rest = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in base[positional:]]
+    return inspect.Signature([*base[:positional], *rest, *own], return_annotation=None)
 
 
 def plain_containers(obj: Any) -> Any:

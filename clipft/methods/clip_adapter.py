@@ -8,7 +8,6 @@ reference implementation (github.com/gaopengcuhk/CLIP-Adapter): ratio 0.2, reduc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -29,25 +28,20 @@ class CLIPAdapter(CLIPMethod):
 
     reads_image_features = True  # frozen image tower, read through image_features(): a feature bank may serve it
 
+    passes_on = ("class_names", "clip", "optimizer", "scheduler", "prompts", "label_smoothing")
+
     def __init__(
         self,
-        class_names: Sequence[str],
-        clip: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None = None,
-        prompts: dict[str, Any] | None = None,
+        *args: Any,
         ratio: float = 0.2,
         reduction: int = 4,
-        label_smoothing: float = 0.0,
+        **kwargs: Any,
     ) -> None:
         if not 0.0 <= float(ratio) <= 1.0:
             raise ConfigError(f"ratio must be in [0, 1], got {ratio!r}")
         if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
             raise ConfigError(f"reduction must be an integer >= 1, got {reduction!r}")
-        super().__init__(
-            class_names, clip, optimizer, scheduler, prompts, label_smoothing,
-            freeze_image_tower=True, freeze_text_tower=True, freeze_logit_scale=True,
-        )
+        super().__init__(*args, freeze_image_tower=True, freeze_text_tower=True, freeze_logit_scale=True, **kwargs)
         self.ratio = float(ratio)
         dim = int(self.backbone.embed_dim)
         hidden = max(dim // reduction, 1)

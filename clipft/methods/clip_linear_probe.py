@@ -53,7 +53,6 @@ class CLIPLinearProbe(ClassificationModule):
     """Frozen backbone + linear head fitted by logistic regression.
 
     Args:
-        class_names: dataset classes, in label order.
         clip: backbone config (any CLIP-style backbone: HF, open_clip, dual encoder).
         c_values: the ``C`` sweep (inverse L2 strength), picked on validation accuracy; null: the
             ``c_search`` preset's (:data:`REFERENCE_C_VALUES` / :data:`GRID_C_VALUES`).
@@ -64,13 +63,17 @@ class CLIPLinearProbe(ClassificationModule):
         search_steps: bisection steps after the sweep (``reference`` only; 8 as ``lpclip/linear_probe.sh``).
         ties: which ``C`` of equal validation accuracy the sweep keeps: ``largest`` | ``smallest``;
             null: ``largest`` for ``reference``, ``smallest`` for ``grid``.
+        optimizer, scheduler: unused (the probe is fitted by L-BFGS on cached features).
+        Every other argument: :class:`~clipft.methods.classification.ClassificationModule`.
     """
 
     reads_image_features = True  # frozen image tower, read through image_features(): a feature bank may serve it
 
+    passes_on = ("class_names",)
+
     def __init__(
         self,
-        class_names: Sequence[str],
+        *args: Any,
         clip: dict[str, Any],
         c_values: Sequence[float] | None = None,
         max_iter: int = 1000,
@@ -81,8 +84,9 @@ class CLIPLinearProbe(ClassificationModule):
         c_search: str = "reference",
         search_steps: int = 8,
         ties: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(class_names, optimizer or dict(NO_OPTIMIZER), None)
+        super().__init__(*args, optimizer=optimizer or dict(NO_OPTIMIZER), scheduler=None, **kwargs)
         if feature_norm not in FEATURE_NORMS:
             raise ConfigError(f"feature_norm={feature_norm!r} is not one of {list(FEATURE_NORMS)}")
         if c_search not in C_SEARCHES:

@@ -138,24 +138,21 @@ class CLIPSVD(ContrastiveFineTune):
         CE against one prompt per class (``prompts.train_prompt``), re-encoded with gradients every step.
     """
 
+    passes_on = ("class_names", "clip", "optimizer", "scheduler", "prompts", "label_smoothing")
+
     def __init__(
         self,
-        class_names: Sequence[str],
-        clip: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None = None,
-        prompts: dict[str, Any] | None = None,
+        *args: Any,
         svd_towers: Sequence[str] = TOWERS,
         svd_layers: str | Sequence[int] = "all",
-        label_smoothing: float = 0.0,
+        **kwargs: Any,
     ) -> None:
         towers = [str(t) for t in svd_towers]
         if not towers or any(t not in TOWERS for t in towers):
             raise ConfigError(f"svd_towers={list(svd_towers)} must be a non-empty subset of {list(TOWERS)}")
         layers = _layers(svd_layers)
         # ContrastiveFineTune's objective with cls only: CE with the class text encoded with gradients every step
-        super().__init__(class_names, clip, optimizer, scheduler, prompts, sim_weight=0.0, cls_weight=1.0,
-                         label_smoothing=label_smoothing, freeze_logit_scale=True)
+        super().__init__(*args, sim_weight=0.0, cls_weight=1.0, freeze_logit_scale=True, **kwargs)
         for param in self.backbone.parameters():
             param.requires_grad_(False)
         singular_values = []

@@ -30,24 +30,28 @@ class CLIPZeroShot(ClassificationModule):
     """Zero-shot classifier over one backbone (``clip``) or a weighted ensemble (``ensemble``).
 
     Args:
-        class_names: dataset classes, in label order.
         clip: one backbone config; ignored when ``ensemble`` is given.
         ensemble: ``[{clip: {...}, weight: 1.0, prompts: {...} (optional)}, ...]``.
         prompts: the default prompt block of every member.
         prob_floor: member probabilities below this are zeroed before averaging (0 = off).
+        optimizer, scheduler: unused (nothing trains).
+        Every other argument: :class:`~clipft.methods.classification.ClassificationModule`.
     """
+
+    passes_on = ("class_names",)
 
     def __init__(
         self,
-        class_names: Sequence[str],
+        *args: Any,
         clip: dict[str, Any] | None = None,
         ensemble: Sequence[dict[str, Any]] | None = None,
         prompts: dict[str, Any] | None = None,
         prob_floor: float = 0.0,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(class_names, optimizer or dict(NO_OPTIMIZER), None)
+        super().__init__(*args, optimizer=optimizer or dict(NO_OPTIMIZER), scheduler=None, **kwargs)
         members = list(ensemble or ([{"clip": clip}] if clip else []))
         if not members:
             raise ConfigError("CLIPZeroShot needs clip (one backbone config) or ensemble (a list of {clip: ...})")

@@ -10,7 +10,7 @@ support are inherited from :class:`ClassificationModule`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -30,34 +30,32 @@ class CNNTransfer(ClassificationModule):
     """Transfer learning with a torchvision backbone.
 
     Args:
-        class_names: dataset classes, in label order.
         backbone: ``{_target_: clipft.models.build_torchvision_backbone, name, pretrained}``;
             anything returning a module with ``feature_dim`` and ``blocks()`` works.
-        optimizer: ``{_target_: torch.optim.AdamW, lr, weight_decay, ...}``; ``lr`` is the head's.
-        scheduler: ``{name: onecycle | cosine | none, ...}`` (see :mod:`clipft.methods.optim`).
         backbone_lr: LR of the body once unfrozen (default ``lr / 10``).
         finetuning: ``{head_epochs, unfreeze_blocks}``; ``null`` fine-tunes everything from the start.
         mixing: ``{mixup_alpha, cutmix_alpha, prob, switch_prob}`` for :class:`BatchMixer`.
         head_dropout: dropout before the new Linear head.
         image_size: input size the datamodule resizes to (data.image_size wins if set).
         channels_last: run the CNN in channels-last memory format (faster on recent GPUs/CPUs).
+        Every other argument: :class:`~clipft.methods.classification.ClassificationModule` (``optimizer.lr`` is the head's).
     """
+
+    passes_on = ("class_names", "optimizer", "scheduler", "label_smoothing")
 
     def __init__(
         self,
-        class_names: Sequence[str],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None = None,
+        *args: Any,
         backbone: dict[str, Any] | None = None,
         backbone_lr: float | None = None,
         finetuning: dict[str, Any] | None = None,
         mixing: dict[str, Any] | None = None,
-        label_smoothing: float = 0.0,
         head_dropout: float = 0.2,
         image_size: int = 224,
         channels_last: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(class_names, optimizer, scheduler, label_smoothing)  # checks every argument (check_arguments)
+        super().__init__(*args, **kwargs)  # checks every argument (check_arguments)
         self.backbone = instantiate(backbone or DEFAULT_BACKBONE, config_path="backbone")
         if not isinstance(self.backbone, ImageBackbone):
             raise ConfigError(

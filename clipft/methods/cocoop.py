@@ -26,14 +26,13 @@ Parity with the reference, KaiyangZhou/CoOp @ ff61507 (``trainers/cocoop.py``), 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from clipft.errors import ConfigError
-from clipft.methods.chunked_text import DEFAULT_TEXT_CHUNK_SIZE, encode_prompts
+from clipft.methods.chunked_text import encode_prompts
 from clipft.methods.coop import CoOp
 
 META_NET_INITS = ("default", "zero")
@@ -58,29 +57,23 @@ class CoCoOp(CoOp):
         Every other argument: :class:`~clipft.methods.coop.CoOp` (context is always unified, class token at the end).
     """
 
+    passes_on = (
+        "class_names", "clip", "optimizer", "scheduler", "prompts", "label_smoothing", "ctx_init", "init_seed",
+        "text_chunk_size",
+    )
+
     def __init__(
         self,
-        class_names: Sequence[str],
-        clip: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None = None,
-        prompts: dict[str, Any] | None = None,
+        *args: Any,
         n_ctx: int = 4,
-        ctx_init: str | None = "a photo of a",
         meta_reduction: int = 16,
-        label_smoothing: float = 0.0,
         meta_net_init: str = "default",
         bias_decay: bool = True,
-        init_seed: int | None = None,
-        text_chunk_size: int | None = DEFAULT_TEXT_CHUNK_SIZE,
+        **kwargs: Any,
     ) -> None:
         if meta_net_init not in META_NET_INITS:
             raise ConfigError(f"meta_net_init must be one of {list(META_NET_INITS)}, got {meta_net_init!r}")
-        super().__init__(
-            class_names=class_names, clip=clip, optimizer=optimizer, scheduler=scheduler, prompts=prompts,
-            n_ctx=n_ctx, ctx_init=ctx_init, class_specific=False, label_smoothing=label_smoothing,
-            class_token_position="end", init_seed=init_seed, text_chunk_size=text_chunk_size,
-        )
+        super().__init__(*args, n_ctx=n_ctx, class_specific=False, class_token_position="end", **kwargs)
         self.bias_decay = bool(bias_decay)
         dim, width = int(self.backbone.embed_dim), int(self.prompt_embeddings.shape[-1])
         hidden = max(dim // int(meta_reduction), 1)

@@ -11,7 +11,7 @@ method becomes the "frozen zero-shot head" recipe with a contrastive term.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -37,27 +37,25 @@ class ContrastiveFineTune(CLIPMethod):
         Every other argument: :class:`~clipft.methods.clip_method.CLIPMethod`.
     """
 
+    passes_on = (
+        "class_names", "clip", "optimizer", "scheduler", "prompts", "label_smoothing", "freeze_logit_scale",
+        "learning_rates", "layer_decay",
+    )
+
     def __init__(
         self,
-        class_names: Sequence[str],
-        clip: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None = None,
-        prompts: dict[str, Any] | None = None,
+        *args: Any,
         sim_weight: float = 1.0,
         cls_weight: float = 1.0,
-        label_smoothing: float = 0.0,
         contrastive_target: str = "multi_positive",
         loss: str = "softmax",
         freeze_image_tower: bool = False,
         freeze_text_tower: bool = False,
-        freeze_logit_scale: bool = False,
-        learning_rates: dict[str, float | None] | None = None,
-        layer_decay: float | None = None,
         lipsum_weight: float = 0.0,
         lipsum_tokens: int = TOKEN_LENGTH,
         lipsum_texts: int = TEXT_COUNT,
         lipsum_seed: int = 0,
+        **kwargs: Any,
     ) -> None:
         if contrastive_target not in TARGET_MODES:
             raise ConfigError(f"contrastive_target={contrastive_target!r} is not one of {list(TARGET_MODES)}")
@@ -65,10 +63,7 @@ class ContrastiveFineTune(CLIPMethod):
             raise ConfigError(f"loss={loss!r} is not one of {list(LOSSES)}")
         if freeze_image_tower and freeze_text_tower:
             raise ConfigError("freeze_image_tower and freeze_text_tower are both true: nothing would train")
-        super().__init__(
-            class_names, clip, optimizer, scheduler, prompts, label_smoothing,
-            freeze_image_tower, freeze_text_tower, freeze_logit_scale, learning_rates, layer_decay,
-        )
+        super().__init__(*args, freeze_image_tower=freeze_image_tower, freeze_text_tower=freeze_text_tower, **kwargs)
         self.sim_weight, self.cls_weight = float(sim_weight), float(cls_weight)  # checked by check_arguments
         self.contrastive_target = contrastive_target
         self.loss_kind = loss

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -133,21 +133,19 @@ class CoOp(CLIPMethod):
 
     reads_image_features = True  # frozen image tower, read through image_features(): a feature bank may serve it
 
+    passes_on = ("class_names", "clip", "optimizer", "scheduler", "prompts", "label_smoothing")
+
     def __init__(
         self,
-        class_names: Sequence[str],
-        clip: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None = None,
-        prompts: dict[str, Any] | None = None,
+        *args: Any,
         n_ctx: int = 16,
         ctx_init: str | None = "a photo of a",
         class_specific: bool = False,
-        label_smoothing: float = 0.0,
         class_token_position: str = "end",
         csc_from_init: bool = False,
         init_seed: int | None = None,
         text_chunk_size: int | None = DEFAULT_TEXT_CHUNK_SIZE,
+        **kwargs: Any,
     ) -> None:
         if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1:
             raise ConfigError(f"n_ctx must be an integer >= 1, got {n_ctx!r}")
@@ -155,10 +153,7 @@ class CoOp(CLIPMethod):
             raise ConfigError(f"class_token_position must be one of {list(CLASS_TOKEN_POSITIONS)}, got {class_token_position!r}")
         generator = context_generator(init_seed)
         chunk_size = check_chunk_size(text_chunk_size)
-        super().__init__(
-            class_names, clip, optimizer, scheduler, prompts, label_smoothing,
-            freeze_image_tower=True, freeze_text_tower=True, freeze_logit_scale=True,
-        )
+        super().__init__(*args, freeze_image_tower=True, freeze_text_tower=True, freeze_logit_scale=True, **kwargs)
         self._check_scheduler_config()
         self.text_chunk_size = chunk_size
         self.bias_decay = True  # weight decay on every trained parameter, as Dassl's build_optimizer

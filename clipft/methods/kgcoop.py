@@ -29,14 +29,12 @@ hand-crafted embeddings (a second CLIP copy in fp16, kgcoop.py:132-146; here the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from clipft.errors import ConfigError
-from clipft.methods.chunked_text import DEFAULT_TEXT_CHUNK_SIZE
 from clipft.methods.coop import CoOp
 from clipft.methods.zeroshot_head import zeroshot_weights
 
@@ -51,29 +49,20 @@ class KgCoOp(CoOp):
         Every other argument: :class:`~clipft.methods.coop.CoOp`.
     """
 
+    passes_on = (
+        "class_names", "clip", "optimizer", "scheduler", "prompts", "label_smoothing", "n_ctx", "ctx_init",
+        "class_specific", "class_token_position", "csc_from_init", "init_seed", "text_chunk_size",
+    )
+
     def __init__(
         self,
-        class_names: Sequence[str],
-        clip: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None = None,
-        prompts: dict[str, Any] | None = None,
-        n_ctx: int = 16,
-        ctx_init: str | None = "a photo of a",
-        class_specific: bool = False,
-        label_smoothing: float = 0.0,
-        class_token_position: str = "end",
-        csc_from_init: bool = False,
-        init_seed: int | None = None,
+        *args: Any,
         kg_weight: float = 8.0,
-        text_chunk_size: int | None = DEFAULT_TEXT_CHUNK_SIZE,
+        **kwargs: Any,
     ) -> None:
         if isinstance(kg_weight, bool) or not isinstance(kg_weight, (int, float)) or kg_weight < 0:
             raise ConfigError(f"kg_weight must be a number >= 0, got {kg_weight!r}")
-        super().__init__(
-            class_names, clip, optimizer, scheduler, prompts, n_ctx, ctx_init, class_specific, label_smoothing,
-            class_token_position, csc_from_init, init_seed, text_chunk_size,
-        )
+        super().__init__(*args, **kwargs)
         self._init_generator = None  # drawn from in CoOp's constructor only
         self.kg_weight = float(kg_weight)
         self._handcrafted: torch.Tensor | None = None

@@ -32,29 +32,24 @@ class LinearHeadFineTune(CLIPMethod):
         Every other argument: :class:`~clipft.methods.clip_method.CLIPMethod`.
     """
 
+    passes_on = (
+        "class_names", "clip", "optimizer", "scheduler", "prompts", "label_smoothing", "freeze_image_tower",
+        "learning_rates", "layer_decay",
+    )
+
     def __init__(
         self,
-        class_names: Sequence[str],
-        clip: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None = None,
-        prompts: dict[str, Any] | None = None,
+        *args: Any,
         init_head_from: str | None = "zeroshot",
         freeze_head: bool = False,
-        label_smoothing: float = 0.0,
-        freeze_image_tower: bool = False,
         freeze_logit_scale: bool = True,
-        learning_rates: dict[str, float | None] | None = None,
-        layer_decay: float | None = None,
         lipsum_weight: float = 0.0,
         lipsum_tokens: int = TOKEN_LENGTH,
         lipsum_texts: int = TEXT_COUNT,
         lipsum_seed: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            class_names, clip, optimizer, scheduler, prompts, label_smoothing,
-            freeze_image_tower, True, freeze_logit_scale, learning_rates, layer_decay,
-        )
+        super().__init__(*args, freeze_text_tower=True, freeze_logit_scale=freeze_logit_scale, **kwargs)
         self.init_head_from = init_head_from
         self.freeze_head = bool(freeze_head)
         self.head = nn.Linear(int(self.backbone.embed_dim), self.num_classes)

@@ -34,7 +34,6 @@ reference's few-shot val split (the datamodule's val split is used as it is); it
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -82,13 +81,13 @@ class LPPlusPlus(CLIPMethod):
 
     reads_image_features = True  # frozen image tower, read through image_features(): a feature bank may serve it
 
+    passes_on = ("class_names", "clip", "prompts")
+
     def __init__(
         self,
-        class_names: Sequence[str],
-        clip: dict[str, Any],
+        *args: Any,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
-        prompts: dict[str, Any] | None = None,
         epochs: int = 300,
         momentum: float = 0.9,
         alpha_every: int = 10,
@@ -96,6 +95,7 @@ class LPPlusPlus(CLIPMethod):
         select: str = "best_val",
         augment_views: int = 1,
         feature_batch_size: int = 128,
+        **kwargs: Any,
     ) -> None:
         for name, value in (("epochs", epochs), ("alpha_every", alpha_every), ("feature_batch_size", feature_batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -107,8 +107,8 @@ class LPPlusPlus(CLIPMethod):
         if not 0.0 <= float(momentum) < 1.0:
             raise ConfigError(f"momentum must be in [0, 1), got {momentum!r}")
         super().__init__(
-            class_names, clip, optimizer or {"_target_": "torch.optim.SGD", "lr": 1.0}, None, prompts,
-            freeze_image_tower=True, freeze_text_tower=True, freeze_logit_scale=True,
+            *args, optimizer=optimizer or {"_target_": "torch.optim.SGD", "lr": 1.0}, scheduler=None,
+            freeze_image_tower=True, freeze_text_tower=True, freeze_logit_scale=True, **kwargs,
         )
         self.epochs, self.momentum, self.alpha_every = int(epochs), float(momentum), int(alpha_every)
         self.alpha_init_scale, self.select, self.augment_views = float(alpha_init_scale), select, int(augment_views)

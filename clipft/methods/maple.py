@@ -33,7 +33,6 @@ towers' own widths). The random draws come from the run's seed as CoOp's (``init
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -79,28 +78,22 @@ class MaPLe(CoOp):
 
     reads_image_features = False  # the image tower reads prompt tokens: pixels, never a feature bank's rows
 
+    passes_on = ("class_names", "clip", "optimizer", "scheduler", "prompts", "label_smoothing", "init_seed")
+
     def __init__(
         self,
-        class_names: Sequence[str],
-        clip: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None = None,
-        prompts: dict[str, Any] | None = None,
+        *args: Any,
         n_ctx: int = 2,
         ctx_init: str | None = "a photo of a",
         prompt_depth: int = 9,
-        label_smoothing: float = 0.0,
-        init_seed: int | None = None,
+        **kwargs: Any,
     ) -> None:
         if isinstance(prompt_depth, bool) or not isinstance(prompt_depth, int) or prompt_depth < 1:
             raise ConfigError(f"prompt_depth must be an integer >= 1, got {prompt_depth!r}")
         if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1:
             raise ConfigError(f"n_ctx must be an integer >= 1, got {n_ctx!r}")
         from_words = bool(ctx_init) and n_ctx <= MAX_INIT_CTX
-        super().__init__(
-            class_names=class_names, clip=clip, optimizer=optimizer, scheduler=scheduler, prompts=prompts,
-            n_ctx=n_ctx, ctx_init=ctx_init if from_words else None, label_smoothing=label_smoothing, init_seed=init_seed,
-        )
+        super().__init__(*args, n_ctx=n_ctx, ctx_init=ctx_init if from_words else None, **kwargs)
         depths = {"text": (prompt_depth, "prompt_depth"), "image": (prompt_depth, "prompt_depth")}
         check_deep_prompt_depths(self.backbone, "MaPLe", depths, TEXT_ONLY_HINT)
         if from_words:

@@ -64,16 +64,14 @@ class NormBiasTuning(ContrastiveFineTune):
         Every other argument: :class:`~clipft.methods.clip_method.CLIPMethod` (the temperature stays frozen).
     """
 
+    passes_on = ("class_names", "clip", "optimizer", "scheduler", "prompts", "label_smoothing")
+
     def __init__(
         self,
-        class_names: Sequence[str],
-        clip: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None = None,
-        prompts: dict[str, Any] | None = None,
+        *args: Any,
         tune: str = "layernorm",
         tune_towers: Sequence[str] = TOWERS,
-        label_smoothing: float = 0.0,
+        **kwargs: Any,
     ) -> None:
         if tune not in TUNES:
             raise ConfigError(f"tune={tune!r} must be one of {list(TUNES)} (LN-tuning or BitFit)")
@@ -81,8 +79,8 @@ class NormBiasTuning(ContrastiveFineTune):
         if not towers or any(t not in TOWERS for t in towers):
             raise ConfigError(f"tune_towers={list(tune_towers)} must be a non-empty subset of {list(TOWERS)}")
         super().__init__(  # ContrastiveFineTune's objective, CE only: the class text re-encoded with gradients
-            class_names, clip, optimizer, scheduler, prompts, sim_weight=0.0, cls_weight=1.0, label_smoothing=label_smoothing,
-            freeze_image_tower="image" not in towers, freeze_text_tower="text" not in towers, freeze_logit_scale=True,
+            *args, sim_weight=0.0, cls_weight=1.0, freeze_image_tower="image" not in towers,
+            freeze_text_tower="text" not in towers, freeze_logit_scale=True, **kwargs,
         )
         self.tune, self.tune_towers = tune, towers
         for param in self.backbone.parameters():

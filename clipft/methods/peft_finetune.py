@@ -81,29 +81,23 @@ class PEFTFineTune(ContrastiveFineTune):
         Every other argument: :class:`~clipft.methods.contrastive_finetune.ContrastiveFineTune`.
     """
 
+    passes_on = (
+        "class_names", "clip", "optimizer", "scheduler", "prompts", "label_smoothing", "sim_weight",
+        "cls_weight", "contrastive_target", "loss",
+    )
+
     def __init__(
         self,
-        class_names: Sequence[str],
-        clip: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None = None,
-        prompts: dict[str, Any] | None = None,
+        *args: Any,
         adapter: dict[str, Any] | None = None,
         adapt_towers: Sequence[str] = ("image", "text"),
         target_modules: dict[str, list[str]] | str | None = None,
-        sim_weight: float = 1.0,
-        cls_weight: float = 1.0,
-        label_smoothing: float = 0.0,
-        contrastive_target: str = "multi_positive",
-        loss: str = "softmax",
+        **kwargs: Any,
     ) -> None:
         towers = [str(t) for t in adapt_towers]
         if not towers or any(t not in TOWERS for t in towers):
             raise ConfigError(f"adapt_towers={list(adapt_towers)} must be a non-empty subset of {list(TOWERS)}")
-        super().__init__(
-            class_names, clip, optimizer, scheduler, prompts, sim_weight, cls_weight, label_smoothing,
-            contrastive_target, loss=loss, freeze_logit_scale=True,
-        )
+        super().__init__(*args, freeze_logit_scale=True, **kwargs)
         self.adapter_config = {**DEFAULT_ADAPTER, **dict(adapter or {})}
         targets = _targets(type(self.backbone).__name__, target_modules, towers)
         given_image = isinstance(target_modules, str) or bool(dict(target_modules or {}).get("image"))

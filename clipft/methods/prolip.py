@@ -24,7 +24,7 @@ one reference epoch (``data.batch_size`` >= shots x classes, ``trainer.max_epoch
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -89,22 +89,17 @@ class ProLIP(CLIPMethod):
         projection and the temperature stay frozen.
     """
 
+    passes_on = ("class_names", "clip", "optimizer", "scheduler", "prompts", "label_smoothing")
+
     def __init__(
         self,
-        class_names: Sequence[str],
-        clip: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None = None,
-        prompts: dict[str, Any] | None = None,
+        *args: Any,
         reg_weight: float | str = "1/shots",
         shots: int | None = None,
-        label_smoothing: float = 0.0,
+        **kwargs: Any,
     ) -> None:
         self.reg_weight = regularisation_weight(reg_weight, shots)
-        super().__init__(
-            class_names, clip, optimizer, scheduler, prompts, label_smoothing,
-            freeze_image_tower=True, freeze_text_tower=True, freeze_logit_scale=True,
-        )
+        super().__init__(*args, freeze_image_tower=True, freeze_text_tower=True, freeze_logit_scale=True, **kwargs)
         for param in self.backbone.parameters():
             param.requires_grad_(False)
         projection = visual_projection(self.backbone).requires_grad_(True)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -83,13 +82,11 @@ class PromptSRC(CoOp):
 
     reads_image_features = False  # the image tower reads prompt tokens: pixels, never a feature bank's rows
 
+    passes_on = ("class_names", "clip", "optimizer", "scheduler", "prompts", "label_smoothing", "init_seed")
+
     def __init__(
         self,
-        class_names: Sequence[str],
-        clip: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None = None,
-        prompts: dict[str, Any] | None = None,
+        *args: Any,
         n_ctx_text: int = 4,
         n_ctx_image: int = 4,
         ctx_init: str | None = "a photo of a",
@@ -99,18 +96,14 @@ class PromptSRC(CoOp):
         image_loss_weight: float = 10.0,
         gpa_mean: float | None = 15.0,
         gpa_std: float = 1.0,
-        label_smoothing: float = 0.0,
-        init_seed: int | None = None,
+        **kwargs: Any,
     ) -> None:
         n_ctx_text, n_ctx_image = check_int(n_ctx_text, "n_ctx_text", 1), check_int(n_ctx_image, "n_ctx_image", 1)
         depth_text, depth_image = check_int(prompt_depth_text, "prompt_depth_text", 1), check_int(prompt_depth_image, "prompt_depth_image", 0)
         if gpa_mean is not None and not float(gpa_std) > 0:
             raise ConfigError(f"gpa_std must be > 0, got {gpa_std!r}")
         from_words = bool(ctx_init) and n_ctx_text <= MAX_INIT_CTX
-        super().__init__(
-            class_names=class_names, clip=clip, optimizer=optimizer, scheduler=scheduler, prompts=prompts,
-            n_ctx=n_ctx_text, ctx_init=ctx_init if from_words else None, label_smoothing=label_smoothing, init_seed=init_seed,
-        )
+        super().__init__(*args, n_ctx=n_ctx_text, ctx_init=ctx_init if from_words else None, **kwargs)
         depths = {"text": (depth_text, "prompt_depth_text"), "image": (depth_image, "prompt_depth_image")}
         check_deep_prompt_depths(self.backbone, "PromptSRC", depths, TEXT_ONLY_HINT)
         if from_words:

@@ -27,7 +27,6 @@ the base is computed in fp32 (the reference: fp16 with its default ``PREC``, the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -49,22 +48,17 @@ class TaskRes(CLIPMethod):
 
     reads_image_features = True  # frozen image tower, read through image_features(): a feature bank may serve it
 
+    passes_on = ("class_names", "clip", "optimizer", "scheduler", "prompts", "label_smoothing")
+
     def __init__(
         self,
-        class_names: Sequence[str],
-        clip: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None = None,
-        prompts: dict[str, Any] | None = None,
+        *args: Any,
         residual_scale: float = 0.5,
-        label_smoothing: float = 0.0,
+        **kwargs: Any,
     ) -> None:
         if isinstance(residual_scale, bool) or not isinstance(residual_scale, (int, float)) or residual_scale < 0:
             raise ConfigError(f"residual_scale must be a number >= 0, got {residual_scale!r}")
-        super().__init__(
-            class_names, clip, optimizer, scheduler, prompts, label_smoothing,
-            freeze_image_tower=True, freeze_text_tower=True, freeze_logit_scale=True,
-        )
+        super().__init__(*args, freeze_image_tower=True, freeze_text_tower=True, freeze_logit_scale=True, **kwargs)
         self.residual_scale = float(residual_scale)
         dim = int(self.backbone.embed_dim)
         self.residual = nn.Parameter(torch.zeros(self.num_classes, dim))

@@ -71,24 +71,22 @@ class TipAdapter(CLIPMethod):
 
     reads_image_features = True  # frozen image tower, read through image_features(): a feature bank may serve it
 
+    passes_on = ("class_names", "clip", "optimizer", "scheduler", "prompts", "label_smoothing")
+
     def __init__(
         self,
-        class_names: Sequence[str],
-        clip: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None = None,
-        prompts: dict[str, Any] | None = None,
+        *args: Any,
         alpha: float = 1.17,
         beta: float = 1.0,
         finetune_keys: bool = False,
         search_alpha: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
         search_beta: Sequence[float] = (1.0, 3.0, 5.5, 8.0, 12.0),
         feature_batch_size: int = 128,
-        label_smoothing: float = 0.0,
         search_scale: Sequence[float] | None = None,
         search_step: Sequence[int] = (200, 20),
         normalize_keys: bool = False,
         augment_views: int = 0,
+        **kwargs: Any,
     ) -> None:
         if float(alpha) < 0 or float(beta) < 0:
             raise ConfigError(f"alpha={alpha} and beta={beta} must be >= 0")
@@ -96,10 +94,7 @@ class TipAdapter(CLIPMethod):
             raise ConfigError(f"search_scale={search_scale} and search_step={search_step} must be [beta, alpha] pairs, steps >= 1")
         if int(augment_views) < 0:
             raise ConfigError(f"augment_views={augment_views} must be >= 0")
-        super().__init__(
-            class_names, clip, optimizer, scheduler, prompts, label_smoothing,
-            freeze_image_tower=True, freeze_text_tower=True, freeze_logit_scale=True,
-        )
+        super().__init__(*args, freeze_image_tower=True, freeze_text_tower=True, freeze_logit_scale=True, **kwargs)
         self.finetune_keys = bool(finetune_keys)
         if search_scale is not None:  # the reference's grids (utils.py:103-104)
             search_beta, search_alpha = (reference_grid(float(scale), int(steps)) for scale, steps in zip(search_scale, search_step))
