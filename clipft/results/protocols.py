@@ -143,7 +143,9 @@ def run_facts(run_dir: Path, fallback_method: Any) -> dict[str, Any]:
     metrics = read_json(source / METRICS_FILE) if (source / METRICS_FILE).is_file() else {}
     config = run_config(source, metrics)
     data_cfg = config.get("data") or {}
-    method = produced_by or hydra_choices(source).get(METHOD_CHOICE) or fallback_method
+    choices = hydra_choices(source)
+    # a protocol cell names its recipe (protocol/method); a plain run its model config (model=clip_coop)
+    method = produced_by or choices.get(METHOD_CHOICE) or choices.get("model") or fallback_method
     return {"method": str(method), "seed": config.get("seed"), "shots": data_cfg.get("shots"),
             "targets": list(config.get("eval_targets") or []), "evaluated": source != run_dir,
             "record": _hydra_record(source)}
