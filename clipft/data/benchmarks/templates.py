@@ -14,18 +14,16 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-import yaml
-
 from clipft.errors import ConfigError, DataError
 from clipft.prompts import format_template, package_file
+from clipft.utils.file_gate import read_yaml_mapping
 
 STYLES = ("coop", "clip")
 
 
 @cache
 def _table(name: str) -> dict[str, Any]:
-    with package_file(f"data/benchmarks/{name}.yaml").open(encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+    return read_yaml_mapping(str(package_file(f"data/benchmarks/{name}.yaml")), DataError)  # the one YAML reader
 
 
 def benchmark_names() -> list[str]:
