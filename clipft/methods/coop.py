@@ -113,6 +113,26 @@ def context_generator(init_seed: int | None) -> torch.Generator | None:
     return torch.Generator().manual_seed(int(init_seed))
 
 
+def warmup_cosine_scheduler(module: Any, optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Lightning's scheduler entry for ``constant_warmup_cosine`` over the run's epochs (``cfg.max_epochs`` or the
+    trainer's): CoOp's and TaskRes's per-epoch schedule (both references train on Dassl)."""
+    max_epochs = cfg.get("max_epochs")
+    if max_epochs is None and module._trainer is not None:
+        max_epochs = module.trainer.max_epochs
+    if max_epochs is None or int(max_epochs) < 1:
+        raise ConfigError(
+            f"model.scheduler: {WARMUP_COSINE} spans the run's epochs: set trainer.max_epochs "
+            f"(or model.scheduler.max_epochs), got {max_epochs!r}"
+        )
+    sched = ConstantWarmupCosineLR(
+        optimizer,
+        max_epochs=int(max_epochs),
+        warmup_epochs=int(cfg.get("warmup_epochs", 1)),
+        warmup_lr=float(cfg.get("warmup_lr", 1e-5)),
+    )
+    return {"scheduler": sched, "interval": "epoch"}
+
+
 class CoOp(CLIPMethod):
     """Learned prompt context over frozen towers.
 
@@ -282,23 +302,6 @@ class CoOp(CLIPMethod):
         if cfg.get("interval", "epoch") != "epoch":
             raise ConfigError(f"model.scheduler: {WARMUP_COSINE} steps once per epoch (interval: epoch)")
 
-    def _warmup_cosine(self, optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any]) -> dict[str, Any]:
-        max_epochs = cfg.get("max_epochs")
-        if max_epochs is None and self._trainer is not None:
-            max_epochs = self.trainer.max_epochs
-        if max_epochs is None or int(max_epochs) < 1:
-            raise ConfigError(
-                f"model.scheduler: {WARMUP_COSINE} spans the run's epochs: set trainer.max_epochs "
-                f"(or model.scheduler.max_epochs), got {max_epochs!r}"
-            )
-        sched = ConstantWarmupCosineLR(
-            optimizer,
-            max_epochs=int(max_epochs),
-            warmup_epochs=int(cfg.get("warmup_epochs", 1)),
-            warmup_lr=float(cfg.get("warmup_lr", 1e-5)),
-        )
-        return {"scheduler": sched, "interval": "epoch"}
-
     def configure_optimizers(self) -> Any:
         """The shared optimizer, with weight decay on every trained parameter (Dassl's ``build_optimizer``
         over the prompt learner's ``parameters()``), and the ``constant_warmup_cosine`` schedule."""
@@ -317,5 +320,5 @@ class CoOp(CLIPMethod):
                 if str(group.get("name", "")).endswith("_no_decay"):
                     group["weight_decay"] = decay
         if own:
-            return {"optimizer": optimizer, "lr_scheduler": self._warmup_cosine(optimizer, cfg)}
+            return {"optimizer": optimizer, "lr_scheduler": warmup_cosine_scheduler(self, optimizer, cfg)}
         return built

@@ -34,7 +34,7 @@ from torch import nn
 
 from clipft.errors import ConfigError
 from clipft.methods.clip_method import CLIPMethod
-from clipft.methods.coop import WARMUP_COSINE, ConstantWarmupCosineLR
+from clipft.methods.coop import WARMUP_COSINE, warmup_cosine_scheduler
 from clipft.methods.zeroshot_head import raw_class_text
 
 
@@ -120,10 +120,4 @@ class TaskRes(CLIPMethod):
             optimizer = super().configure_optimizers()
         finally:
             self.scheduler_config = cfg
-        max_epochs = cfg.get("max_epochs") or (self.trainer.max_epochs if self._trainer is not None else None)
-        if max_epochs is None or int(max_epochs) < 1:
-            raise ConfigError(f"scheduler: {WARMUP_COSINE} spans the run's epochs: set trainer.max_epochs "
-                              f"(or scheduler.max_epochs), got {max_epochs!r}")
-        sched = ConstantWarmupCosineLR(optimizer, max_epochs=int(max_epochs), warmup_epochs=int(cfg.get("warmup_epochs", 1)),
-                                       warmup_lr=float(cfg.get("warmup_lr", 1e-5)))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return {"optimizer": optimizer, "lr_scheduler": warmup_cosine_scheduler(self, optimizer, cfg)}
