@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -251,7 +251,3 @@ class FeatureBankCallback(L.Callback):
         out = [module.backbone.encode_image(batch[0].to(module.device), normalize=False).float().cpu() for batch in loader]
         return torch.cat(out).numpy()
 
-
-def bank_dataset_factory(callback: FeatureBankCallback) -> Callable[[Sequence[Any], bool], Dataset]:
-    """The callable a datamodule's ``feature_dataset`` holds (for code that wires a bank without a Trainer)."""
-    return callback.dataset

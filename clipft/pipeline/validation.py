@@ -63,10 +63,6 @@ def optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda value: value is None or check(value)
 
 
-def fraction(value: Any) -> bool:
-    return _number(value) and 0 <= value < 1
-
-
 PRECISIONS = ("auto", "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "16", "bf16", "64-true", "64", "transformer-engine")
 
 RULES: tuple[Rule, ...] = (
