@@ -39,6 +39,8 @@ def test_zeroshot_eval_scores_each_template_set_like_a_single_run(tmp_path, tiny
     model = ["model=clip_zeroshot", f"model.clip.name_or_path={tiny_clip_dir}"]
     sweep = evaluate([*model, "zeroshot.template_sets=[simple,blurry]"], tmp_path / "a")
     assert set(sweep["zeroshot"]) == {"simple", "blurry"} and sweep["zeroshot"]["blurry"]["num_templates"] == 6
+    passes = sweep["feature_pass"]  # one image-tower pass: the two template sets re-read the main pass's batches
+    assert passes["image_batches_computed"] > 0 and passes["image_batches_reused"] == 2 * passes["image_batches_computed"]
     on_disk = json.loads((tmp_path / "a" / "run" / "metrics.json").read_text())
     assert on_disk["zeroshot"]["simple"]["accuracy"] == sweep["zeroshot"]["simple"]["accuracy"]
     single = evaluate([*model, "prompts@model.prompts=blurry"], tmp_path / "b")

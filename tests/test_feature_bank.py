@@ -127,3 +127,31 @@ def test_methods_that_train_the_image_tower_read_pixels(datamodule, tiny_clip_di
     adapter = CLIPAdapter(datamodule.class_names, clip=clip, optimizer=SGD)
     fit(adapter, datamodule, callback)  # a frozen-tower method: served from the bank
     assert callback.bank is not None and callback.built_images > 0
+
+
+def test_the_default_exact_mode_trains_on_pixels_and_validates_from_the_bank(datamodule, tiny_clip_dir):
+    seen: list[int] = []
+
+    class Watch(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            seen.append(batch[0].dim())
+
+    def run(callbacks):
+        L.seed_everything(3)
+        module = coop(datamodule, tiny_clip_dir)
+        clipft.wire(datamodule, module)
+        trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, callbacks=[Watch(), *callbacks], num_sanity_val_steps=0)
+        trainer.fit(module, datamodule=datamodule)
+        return module, trainer.callback_metrics
+
+    exact = FeatureBankCallback(views=2, train_from_bank=False)
+    with_bank, metrics = run([exact])
+    assert set(seen) == {4} and exact.bank is not None  # training batches: pixels, a fresh augmentation each epoch
+    val_rows = [array[row] for array, row in exact.bank.locate([sample_id(s.path) for s in datamodule.val_samples])]
+    assert len(val_rows) == len(datamodule.val_samples) and not np.isnan(val_rows[0][0]).any()
+    assert exact.built_images == len(datamodule.val_samples)  # no training image was banked
+    seen.clear()
+    without, plain_metrics = run([])
+    torch.testing.assert_close(with_bank.ctx, without.ctx)  # same training
+    torch.testing.assert_close(metrics["val/loss"], plain_metrics["val/loss"], atol=1e-5, rtol=1e-5)  # same validation

@@ -158,7 +158,9 @@ class FeatureBankCallback(L.Callback):
 
     Args:
         views: augmented views stored per image (0: train on the unaugmented view).
-        train_from_bank: false keeps training on pixels (validation still reads the bank).
+        train_from_bank: false (the default callbacks' setting: exact) keeps training batches on pixels, a fresh
+            augmentation each epoch; validation and one-off feature passes (linear probe, Tip-Adapter, CLAP, LP++)
+            still read the bank's unaugmented view. true: training draws one of ``views`` stored views.
         directory: where banks live (default: ``feature_banks/`` beside the datamodule's decoded-image cache).
         seed: the augmentation seed of view v of an image is derived from (image, v, seed).
         batch_size: images per forward pass while building.
@@ -186,7 +188,7 @@ class FeatureBankCallback(L.Callback):
             log.info("feature bank off: %s trains (or reads pixels of) its image tower", type(pl_module).__name__)
             return
         if datamodule is None or not hasattr(datamodule, "feature_dataset"):
-            log.warning("feature bank off: it serves a clipft datamodule's splits (fit with datamodule=)")
+            log.info("feature bank off: it serves a clipft datamodule's splits (fit with datamodule=)")
             return
         self._module = pl_module
         self.bank = FeatureBank(self._root(datamodule), self.bank_key(pl_module, datamodule))
@@ -212,22 +214,26 @@ class FeatureBankCallback(L.Callback):
         }
 
     # ------------------------------------------------------------------ serving
-    def dataset(self, samples: Sequence[Any], train: bool) -> Dataset:
-        """The datamodule's dataset of ``samples``: computes the rows it lacks, then reads them memory-mapped."""
+    def dataset(self, samples: Sequence[Any], train: bool) -> Dataset | None:
+        """The datamodule's dataset of ``samples``: computes the rows it lacks, then reads them memory-mapped
+        (None for training batches when ``train_from_bank`` is false: the datamodule serves pixels)."""
         assert self.bank is not None
+        if train and not self.train_from_bank:
+            return None
         identities = [sample_id(s.path) for s in samples]
         with_views = train and self.train_from_bank and self.views > 0  # evaluation reads view 0 only
         todo = self.bank.missing(identities, views=with_views)
         if todo:
             wanted = [samples[i] for i in todo]
             started = time.perf_counter()
-            self.bank.add([identities[i] for i in todo], self._compute(wanted, [identities[i] for i in todo], with_views))
+            with torch.random.fork_rng(devices=[]):  # building draws loader seeds: the run's random stream stays as without a bank
+                rows = self._compute(wanted, [identities[i] for i in todo], with_views)
+            self.bank.add([identities[i] for i in todo], rows)
             self.built_images += len(todo)
             self.build_seconds += time.perf_counter() - started
             log.info("feature bank: %d images x %d views computed in %.1f s (%s)", len(todo), 1 + self.views,
                      time.perf_counter() - started, self.bank.directory)
-        return BankDataset(self.bank.locate(identities), [s.label for s in samples],
-                           train=train and self.train_from_bank, views=self.views)
+        return BankDataset(self.bank.locate(identities), [s.label for s in samples], train=train, views=self.views)
 
     @torch.no_grad()
     def _compute(self, samples: Sequence[Any], identities: Sequence[str], with_views: bool = True) -> np.ndarray:

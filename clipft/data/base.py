@@ -424,7 +424,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ datasets / loaders
     def make_dataset(self, samples: Sequence[Sample], train: bool) -> Dataset:
         if self.feature_dataset is not None:  # a feature bank serves the frozen tower's outputs instead
-            return self.feature_dataset(samples, train)
+            served = self.feature_dataset(samples, train)
+            if served is not None:  # None: this split stays on pixels (training with train_from_bank=false)
+                return served
         if self.use_cache:
             transform = None if self.augment_on_device else self.transform(train)
             return CachedImageDataset(samples, self.decoded_cache(), transform)
@@ -461,7 +463,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """With ``augment_on_device``: run the transforms per image on the accelerator."""
-        if not self.augment_on_device or self.feature_dataset is not None:
+        if not self.augment_on_device or batch[0].dim() != 4:  # feature-bank rows are [N, D]: nothing to transform
             return batch
         images, labels = batch[0], batch[1]
         training = self.trainer is not None and self.trainer.training

@@ -13,6 +13,7 @@ the Grad-CAM grid of the evaluated split.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from clipft.data.base import wire
 from clipft.errors import CheckpointError, ConfigError
 from clipft.evaluation.artefacts import write_run_artefacts
 from clipft.evaluation.calibration import calibration_report
+from clipft.evaluation.feature_pass import FeaturePass
 from clipft.evaluation.headline import headline_summary
 from clipft.evaluation.inference import loader_predictions
 from clipft.evaluation.metrics import classification_report
@@ -58,13 +60,40 @@ def check_classes(model_classes: list[str], data_classes: list[str], ckpt_path: 
     )
 
 
-def run_eval(cfg: DictConfig) -> dict[str, Any]:
+def sweep_points(cfg: DictConfig) -> dict[str, list[Any]]:
+    """The evaluation sweeps asked for: ``{"template_sets": [...], "wise_ft": [alphas]}`` (empty ones left out)."""
+    points = {
+        "template_sets": list((cfg.get("zeroshot") or {}).get("template_sets") or []),
+        "wise_ft": list((cfg.get("wise_ft") or {}).get("alphas") or []),
+    }
+    return {name: values for name, values in points.items() if values}
+
+
+def score_sweeps(model: Any, sweeps: dict[str, list[Any]], score: Any, feature_pass: FeaturePass) -> dict[str, Any]:
+    """``{"zeroshot": per template set, "wise_ft": per alpha}``, each a re-scoring of the same split."""
+    metrics: dict[str, Any] = {}
+    if "template_sets" in sweeps:
+        metrics["zeroshot"] = score_template_sets(model, sweeps["template_sets"], score, hydra_config_roots())
+    if "wise_ft" in sweeps:
+        metrics["wise_ft"] = {}
+        for alpha, _ in wise_ft_sweep(model, sweeps["wise_ft"]):
+            feature_pass.weights_changed()  # a tower the interpolation moved recomputes; an unchanged one is reused
+            metrics["wise_ft"][f"{alpha:g}"] = brief(score())
+        feature_pass.weights_changed()
+    metrics["feature_pass"] = {"image_batches_computed": feature_pass.computed, "image_batches_reused": feature_pass.reused}
+    log.info("evaluation sweeps: %d image-tower batches computed, %d reused", feature_pass.computed, feature_pass.reused)
+    return metrics
+
+
+def run_eval(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Score a checkpoint or a zero-shot model on one split; ``overrides``: the command line's (default: the
+    running Hydra app's), which say whether the data was chosen (else the checkpoint's run's is used)."""
     quiet_library_logs()
     validate_config(cfg, "eval")  # bad values / missing checkpoint: one clear line, before loading
     split = str(cfg.get("split") or "test")
     if split not in SPLITS:
         raise ConfigError(f"split={split!r} must be one of {list(SPLITS)}")
-    cfg = with_data_of_checkpoint_run(cfg)  # no data= on the command line: the checkpoint's run's data
+    cfg = with_data_of_checkpoint_run(cfg, overrides)  # no data= on the command line: the checkpoint's run's data
     prepare_run_dir(cfg, "eval")
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -85,11 +114,15 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(model, dataloaders=loader, verbose=False)
         return classification_report(model.test_outputs["probs"], model.test_outputs["targets"], datamodule.class_names)
 
-    report = score()
-    main_outputs = dict(model.test_outputs)  # the sweeps below overwrite test_outputs
+    sweeps = sweep_points(cfg)
+    feature_pass = FeaturePass(model) if sweeps else contextlib.nullcontext()
+    with feature_pass:  # the sweeps' passes reuse this pass's image embeddings where the tower is unchanged
+        report = score()
+        main_outputs = dict(model.test_outputs)  # the sweeps below overwrite test_outputs
+        metrics_of_sweeps = score_sweeps(model, sweeps, score, feature_pass) if sweeps else {}
     ckpt_path = cfg.get("ckpt_path")
     metrics: dict[str, Any] = {"summary": headline_summary(report, split), split: report}
-    metrics["summary"].update(transfer_summary(cfg, report, datamodule.class_names))  # another dataset / classes
+    metrics["summary"].update(transfer_summary(cfg, report, datamodule.class_names, overrides))  # another dataset / classes
     concepts = cfg.get("concepts") or {}
     if concepts.get("map"):  # transfer between sign sets: accuracy on shared / unshared concepts
         from clipft.evaluation.concepts import load_concept_map, shared_class_ids, split_accuracy
@@ -99,12 +132,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
         shared = shared_class_ids(concept_map, str(concepts.get("dataset")))
         metrics["concepts"] = {"map": str(concepts["map"]), **split_accuracy(report, datamodule.class_names, shared)}
         log.info("%s accuracy on concepts shared with the other set: %s", split, metrics["concepts"]["shared_accuracy"])
-    template_sets = list((cfg.get("zeroshot") or {}).get("template_sets") or [])
-    if template_sets:
-        metrics["zeroshot"] = score_template_sets(model, template_sets, score, hydra_config_roots())
-    alphas = list((cfg.get("wise_ft") or {}).get("alphas") or [])
-    if alphas:
-        metrics["wise_ft"] = {f"{alpha:g}": brief(score()) for alpha, _ in wise_ft_sweep(model, alphas)}
+    metrics.update(metrics_of_sweeps)
     model.test_outputs = main_outputs
     if (cfg.get("tpt") or {}).get("enabled", False):  # test-time prompt tuning, one image at a time (clipft.evaluation.tpt)
         metrics["tpt"] = tpt_evaluate(model, loader, cfg.tpt, int(cfg.get("seed") or 0), trainer.strategy.root_device)

@@ -26,6 +26,7 @@ from clipft.pipeline.building import (
     trainer_for_test,
 )
 from clipft.pipeline.class_transfer import add_novel_scores, dataset_classes
+from clipft.pipeline.eval_targets import score_eval_targets
 from clipft.pipeline.run_dir import prepare_run_dir
 from clipft.pipeline.run_info import run_info
 from clipft.pipeline.validation import validate_config
@@ -108,6 +109,12 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
         return metrics  # DDP child rank: rank 0 writes the run's files
     # data.classes=base: the novel classes too, with the retargeted module (clipft.pipeline.class_transfer)
     metrics = add_novel_scores(metrics, model, datamodule, trainer.strategy.root_device)
+    # eval_targets=[...]: the best checkpoint scored on other datasets (clipft.pipeline.eval_targets)
+    transfer = score_eval_targets(cfg, metrics.get("best_checkpoint"), output_dir)
+    if transfer:
+        metrics["summary"]["transfer"] = {**metrics["summary"].get("transfer", {}), **transfer}
+        for logger in loggers:  # beside the run's test numbers on the dashboard
+            logger.log_metrics({f"transfer/{name}/accuracy": result["accuracy"] for name, result in transfer.items()})
     # history, plots/ (unless plots=false), errors.csv
     metrics = write_run_artefacts(output_dir, model, datamodule, metrics, trainer, plots=bool(cfg.get("plots", True)))
     atomic_write_json(output_dir / "metrics.json", metrics)

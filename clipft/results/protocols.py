@@ -147,7 +147,8 @@ def run_facts(run_dir: Path, fallback_method: Any) -> dict[str, Any]:
     # a protocol cell names its recipe (protocol/method); a plain run its model config (model=clip_coop)
     method = produced_by or choices.get(METHOD_CHOICE) or choices.get("model") or fallback_method
     return {"method": str(method), "seed": config.get("seed"), "shots": data_cfg.get("shots"),
-            "targets": list(config.get("eval_targets") or []), "evaluated": source != run_dir,
+            "targets": [t.get("data") if isinstance(t, dict) else t for t in config.get("eval_targets") or []],
+            "evaluated": source != run_dir,
             "record": _hydra_record(source)}
 
 
