@@ -3,7 +3,7 @@
 Each (method, mode) is one ``train.py`` run of the 58-class protocol from sign-CLIP at 128 px on the full
 training split (``experiment=sign_clip58_fewshot data.shots=null``), ``--epochs`` epochs, early stopping off:
 
-* ``pixels``: today's loop, the frozen image tower on every augmented batch;
+* ``pixels``: the loop without a bank (``callbacks.feature_bank=null``), the frozen image tower on every batch;
 * ``bank``: ``callbacks=[default,feature_bank]`` with a fresh bank folder, so the one-off build is timed
   (``feature bank: ... computed in S s`` in train.log) and the epochs read rows.
 
@@ -36,6 +36,8 @@ def run(method: str, mode: str, args: argparse.Namespace, out: Path) -> dict:
     command = [sys.executable, str(ROOT / "train.py"), "experiment=sign_clip58_fewshot", f"data.root={args.data_root}",
                "data.shots=null", f"model={method}", f"trainer.max_epochs={args.epochs}", "callbacks.early_stopping=null",
                "plots=false", "logger=csv", f"hydra.run.dir={run_dir}"]
+    if mode == "pixels":  # the loop before banks: no bank at all (the default callbacks validate from one)
+        command += ["callbacks.feature_bank=null"]
     if mode == "bank":
         command += ["callbacks=[default,feature_bank]", f"callbacks.feature_bank.directory={out / 'banks'}",
                     f"callbacks.feature_bank.views={args.views}", "callbacks.early_stopping=null"]

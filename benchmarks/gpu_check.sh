@@ -118,8 +118,9 @@ VITB16 = {"projection_dim": 512,
                             "num_attention_heads": 12, "image_size": 224, "patch_size": 16}}
 SHAPES = {**PRESETS, "vitb16": VITB16}
 # name -> (model config, extra overrides, image-tower FLOPs per image in forwards: 3 trained, 2 LoRA
-# (input gradients through the frozen weights), 1 frozen, 0 served from the feature bank)
-RUNS = {"flyp": ("clip_flyp", [], 3), "coop": ("clip_coop", [], 1),
+# (input gradients through the frozen weights), 1 frozen, 0 served from the feature bank; "coop" turns the default
+# bank off: the loop before feature banks, every batch through the image tower)
+RUNS = {"flyp": ("clip_flyp", [], 3), "coop": ("clip_coop", ["callbacks.feature_bank=null"], 1),
         "coop_feature_bank": ("clip_coop", ["callbacks=[default,feature_bank]", "callbacks.feature_bank.views=2"], 0),
         "grid_linear_probe": ("clip_linear_probe", [], 1), "grid_clap": ("clip_clap", ["model.epochs=20"], 1),
         "grid_coop": ("clip_coop", [], 1), "grid_tip_adapter_f": ("clip_tip_adapter_f", [], 1),
@@ -142,7 +143,7 @@ def compose(model, extra, args, out):
                  "~callbacks.rich_progress_bar", "~callbacks.early_stopping", "plots=false", "model.clip.name_or_path=null",
                  f"model.clip.config={hydra_value(SHAPES[args.preset])}",
                  f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}", *extra]
-    if any("feature_bank" in o for o in extra):
+    if any(o.startswith("callbacks=") and "feature_bank" in o for o in extra):
         overrides.append(f"callbacks.feature_bank.directory={out / 'banks'}")
     with initialize_config_dir(config_dir=str(Path("clipft/conf").resolve()), version_base="1.3"):
         cfg = hydra_compose(config_name="train", overrides=overrides, return_hydra_config=True)
