@@ -231,7 +231,7 @@ class FeatureBankCallback(L.Callback):
             self.bank.add([identities[i] for i in todo], rows)
             self.built_images += len(todo)
             self.build_seconds += time.perf_counter() - started
-            log.info("feature bank: %d images x %d views computed in %.1f s (%s)", len(todo), 1 + self.views,
+            log.info("feature bank: %d images x %d views computed in %.1f s (%s)", len(todo), 1 + self.views if with_views else 1,
                      time.perf_counter() - started, self.bank.directory)
         return BankDataset(self.bank.locate(identities), [s.label for s in samples], train=train, views=self.views)
 
