@@ -16,25 +16,27 @@ from clipft.results import collect
 from clipft.results.protocol_render import to_markdown
 from clipft.results.protocols import protocol_table
 
-TINY = ["data=synthetic_signs", "data.train_per_class=8", "data.test_per_class=3", "data.num_classes=6",
-        "data.shots=4", "trainer.max_epochs=1", "trainer.max_steps=-1", "trainer.accelerator=cpu",
-        "trainer.enable_model_summary=false", "~callbacks.rich_progress_bar", "logger=none", "plots=false",
-        "protocol/method=coop", "model.n_ctx=2", "data.batch_size=8", "data.num_workers=0", "data.persistent_workers=false"]
+SMALL = ["data=synthetic_signs", "data.train_per_class=8", "data.test_per_class=3", "data.num_classes=6",
+         "trainer.max_epochs=1", "trainer.max_steps=-1", "trainer.accelerator=cpu", "trainer.enable_model_summary=false",
+         "~callbacks.rich_progress_bar", "logger=none", "plots=false", "data.batch_size=8", "data.num_workers=0",
+         "data.persistent_workers=false"]
+TINY = [*SMALL, "data.shots=4", "protocol/method=coop", "model.n_ctx=2"]
 
 
-def run_cell(protocol: str, tmp_path: Path, tiny_clip_dir: Path, synthetic_root: Path, extra: list[str]) -> Path:
+def run_cell(protocol: str, tmp_path: Path, tiny_clip_dir: Path, synthetic_root: Path, extra: list[str],
+             base: list[str] = TINY, seed: int = 1) -> Path:
     from clipft.pipeline.train import run_train
 
-    cfg = compose([f"protocol={protocol}", *TINY, f"data.root={synthetic_root}", f"model.clip.name_or_path={tiny_clip_dir}",
-                   "seed=1", *extra], root=tmp_path)
+    cfg = compose([f"protocol={protocol}", *base, f"data.root={synthetic_root}", f"model.clip.name_or_path={tiny_clip_dir}",
+                   f"seed={seed}", *extra], root=tmp_path)
     with open_dict(cfg):
         del cfg["hydra"]
     metrics = run_train(cfg)
     return Path(metrics["run"]["output_dir"])
 
 
-def table_of(protocol: str, run_dir: Path):
-    table = protocol_table(collect([run_dir]), protocol)
+def table_of(protocol: str, run_dir: Path | list[Path]):
+    table = protocol_table(collect(run_dir if isinstance(run_dir, list) else [run_dir]), protocol)
     return table, to_markdown(table)
 
 
@@ -93,3 +95,25 @@ def test_a_zero_shot_cell_without_a_checkpoint_skips_its_targets(tmp_path, caplo
     cfg = OmegaConf.create({"eval_targets": ["dtd"]})
     assert score_eval_targets(cfg, None, tmp_path) == {}
     assert "eval_targets skipped" in caplog.text
+
+
+def test_merging8_cells_merge_into_a_row_of_their_own(tmp_path, tiny_clip_dir, synthetic_root):
+    """Two fine-tuning cells (frozen zero-shot head, as Task Arithmetic), merged with task arithmetic (lambda chosen
+    on val), the merged model scored as eval.py would: the table has the fine-tuned row and the merge's row."""
+    from clipft.merging.cli import main as merge_main
+    from clipft.pipeline.evaluate import run_eval
+
+    cells = [run_cell("merging8", tmp_path / f"cell{seed}", tiny_clip_dir, synthetic_root,
+                      ["model.optimizer.lr=1e-3"], base=SMALL, seed=seed) for seed in (1, 2)]
+    out = tmp_path / "merged" / "task_arithmetic"
+    assert merge_main(["--method", "task_arithmetic", "--runs", *map(str, cells), "--out", str(out), "--lambdas", "0.5", "1"]) == 0
+    checkpoint = json.loads((out / "merge.json").read_text())["checkpoints"]
+    name, ckpt = sorted(checkpoint.items())[0]
+    cfg = compose([f"ckpt_path={ckpt}", "data=synthetic_signs", f"data.root={synthetic_root}", "data.num_classes=6",
+                   "data.train_per_class=8", "data.test_per_class=3", "logger=none", "plots=false", "trainer.accelerator=cpu"],
+                  config_name="eval", root=out / name / "eval")
+    with open_dict(cfg):
+        del cfg["hydra"]
+    scored = run_eval(cfg, overrides=["data=synthetic_signs"])
+    table, markdown = table_of("merging8", [*cells, Path(scored["run"]["output_dir"])])
+    assert "task_arithmetic" in markdown and f"{100 * scored['summary']['test_accuracy']:.2f}" in markdown
