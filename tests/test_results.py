@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clipft.errors import DataError
+from clipft.errors import ConfigError, DataError
 from clipft.results import collect, describe_split, main, rank, run_row, to_markdown, varying_overrides
 
 
@@ -205,6 +205,10 @@ def test_seed_table_reports_mean_and_sample_std_over_seeds(tmp_path):
     assert row["seeds"] == "0,1,2"
     assert "85.00 ± 5.00" in to_markdown(table, ["method", "test_acc", "seeds"])
     assert table[table["method"] == "other"].iloc[0]["test_acc"] == pytest.approx(0.5)  # one run: no spread
+    ranked = rank(table, "test_accuracy", mode="min")  # --seeds --sort-by: by the mean, the (mean, std) kept
+    assert list(ranked["method"]) == ["other", "m"] and ranked.loc[1, "test_acc"] == pytest.approx((0.85, 0.05))
+    with pytest.raises(ConfigError, match="--sort-by nope"):
+        rank(table, "nope")
 
 
 def test_seed_table_keeps_runs_of_different_settings_apart(tmp_path):

@@ -90,8 +90,27 @@ def rank(frame: pd.DataFrame, metric: str, mode: str = "max") -> pd.DataFrame:
     if mode not in ("max", "min"):
         raise ConfigError(f"ranking mode must be 'max' or 'min', got {mode!r}")
     frame = frame.copy()
-    frame[metric] = [_as_float((s or {}).get(metric)) for s in frame["summary"]]
-    frame = frame.sort_values(metric, ascending=(mode == "min"), na_position="last", kind="stable")
-    ranks = [i + 1 if pd.notna(v) else None for i, v in enumerate(frame[metric])]
+    if "summary" in frame:  # one row per run
+        frame[metric] = [_as_float((s or {}).get(metric)) for s in frame["summary"]]
+        key = metric
+    else:  # a --seeds table: its (mean, std) column of that metric, ranked by the mean
+        column = summary_column(metric, frame)
+        key = "_rank_key"
+        frame[key] = [_as_float(v[0] if isinstance(v, tuple) else v) for v in frame[column]]
+    frame = frame.sort_values(key, ascending=(mode == "min"), na_position="last", kind="stable")
+    ranks = [i + 1 if pd.notna(v) else None for i, v in enumerate(frame[key])]
     frame.insert(0, "rank", pd.array(ranks, dtype="Int64"))
-    return frame.reset_index(drop=True)
+    return frame.drop(columns=[c for c in ("_rank_key",) if c in frame]).reset_index(drop=True)
+
+
+def summary_column(metric: str, frame: pd.DataFrame) -> str:
+    """The seed table's column of a summary key (``test_accuracy`` -> ``test_acc``, ``best_val_acc`` -> ``val_acc``)."""
+    from clipft.evaluation.headline import HEADLINE_METRICS
+
+    names = {f"test_{m.name}": f"test_{m.column}" for m in HEADLINE_METRICS}
+    names.update({"best_val_acc": "val_acc", "val_accuracy": "val_acc"})
+    column = metric if metric in frame else names.get(metric)
+    if column not in frame:
+        raise ConfigError(f"--sort-by {metric}: a --seeds table ranks by one of its columns "
+                          f"({', '.join(sorted(set(names) | {'val_acc', 'test_acc'}))})")
+    return column
