@@ -99,11 +99,7 @@ def run_eval(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, A
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
-    datamodule = build_datamodule(cfg)
-    datamodule.prepare_data()
-    datamodule.setup("test")
-    model = load_or_build_model(cfg, datamodule.class_names, dataset_classes(datamodule))
-    wire(datamodule, model)  # the preprocessing recorded in the checkpoint
+    datamodule, model = data_and_model(cfg)
     loggers = build_loggers(cfg)
     trainer = build_trainer(cfg, callbacks=[], loggers=loggers)
     record = run_info(cfg.paths.get("root_dir"), model)
@@ -123,21 +119,12 @@ def run_eval(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, A
     ckpt_path = cfg.get("ckpt_path")
     metrics: dict[str, Any] = {"summary": headline_summary(report, split), split: report}
     metrics["summary"].update(transfer_summary(cfg, report, datamodule.class_names, overrides))  # another dataset / classes
-    concepts = cfg.get("concepts") or {}
-    if concepts.get("map"):  # transfer between sign sets: accuracy on shared / unshared concepts
-        from clipft.evaluation.concepts import load_concept_map, shared_class_ids, split_accuracy
-        from clipft.prompts import resolve_project_file
-
-        concept_map = load_concept_map(resolve_project_file(str(concepts["map"])))
-        shared = shared_class_ids(concept_map, str(concepts.get("dataset")))
-        metrics["concepts"] = {"map": str(concepts["map"]), **split_accuracy(report, datamodule.class_names, shared)}
-        log.info("%s accuracy on concepts shared with the other set: %s", split, metrics["concepts"]["shared_accuracy"])
+    metrics.update(concept_scores(cfg, report, datamodule.class_names, split))
     metrics.update(metrics_of_sweeps)
     model.test_outputs = main_outputs
     if (cfg.get("tpt") or {}).get("enabled", False):  # test-time prompt tuning, one image at a time (clipft.evaluation.tpt)
         metrics["tpt"] = tpt_evaluate(model, loader, cfg.tpt, int(cfg.get("seed") or 0), trainer.strategy.root_device)
         metrics["summary"]["tpt_accuracy"] = metrics["tpt"]["accuracy"]
-
     calibration = calibrate(model, datamodule, split) if cfg.get("calibrate", False) else None
     if calibration:
         metrics["summary"][f"{split}_ece_calibrated"] = calibration[split]["ece_after"]
@@ -159,11 +146,34 @@ def run_eval(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, A
     log_run_files(loggers, output_dir)
     print_tables(metrics, split)
     if calibration:
-        log.info(
-            "temperature %.3f: %s ECE %.4f -> %.4f",
-            calibration["temperature"], split, calibration[split]["ece_before"], calibration[split]["ece_after"],
-        )
+        log.info("temperature %.3f: %s ECE %.4f -> %.4f", calibration["temperature"], split,
+                 calibration[split]["ece_before"], calibration[split]["ece_after"])
     return metrics
+
+
+def data_and_model(cfg: DictConfig) -> tuple[Any, Any]:
+    """The datamodule (set up for test) and the checkpoint's (or the configured) model wired to it."""
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    model = load_or_build_model(cfg, datamodule.class_names, dataset_classes(datamodule))
+    wire(datamodule, model)  # the preprocessing recorded in the checkpoint
+    return datamodule, model
+
+
+def concept_scores(cfg: DictConfig, report: dict[str, Any], class_names: list[str], split: str) -> dict[str, Any]:
+    """``concepts.map=...``: accuracy on the concepts shared with another sign set, and on the rest ({} without)."""
+    concepts = cfg.get("concepts") or {}
+    if not concepts.get("map"):
+        return {}
+    from clipft.evaluation.concepts import load_concept_map, shared_class_ids, split_accuracy
+    from clipft.prompts import resolve_project_file
+
+    concept_map = load_concept_map(resolve_project_file(str(concepts["map"])))
+    shared = shared_class_ids(concept_map, str(concepts.get("dataset")))
+    scores = {"map": str(concepts["map"]), **split_accuracy(report, class_names, shared)}
+    log.info("%s accuracy on concepts shared with the other set: %s", split, scores["shared_accuracy"])
+    return {"concepts": scores}
 
 
 def load_or_build_model(cfg: DictConfig, class_names: list[str], all_classes: list[str] | None = None) -> Any:

@@ -47,7 +47,43 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
+    datamodule, model = data_and_model(cfg, run_dir, output_dir)
 
+    loggers = build_loggers(cfg)
+    callbacks = build_callbacks(cfg, has_logger=bool(loggers))
+    trainer = build_trainer(cfg, callbacks, loggers)
+    for lg in loggers:
+        lg.log_hyperparams(to_plain(cfg))
+    record = run_info(cfg.paths.get("root_dir"), model)  # before fit: trainable = what the run starts training
+    log_run_record(loggers, record)
+
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    metrics: dict[str, Any] = {"summary": {}, "data": datamodule.split_report, **best_checkpoint(cfg, trainer, output_dir)}
+    if cfg.get("test", True):
+        tested = score_best_checkpoint(cfg, trainer, model, datamodule, metrics.get("best_checkpoint"), output_dir)
+        metrics["summary"].update(tested.pop("summary", {}))
+        metrics.update(tested)
+    metrics["epochs_trained"] = int(trainer.current_epoch)
+    metrics["duration_s"] = round(time.time() - started, 2)
+    metrics["run"] = {"output_dir": str(output_dir), **record}
+    metrics["config"] = to_plain(cfg)
+    if not trainer.is_global_zero:
+        return metrics  # DDP child rank: rank 0 writes the run's files
+    # data.classes=base: the novel classes too, with the retargeted module (clipft.pipeline.class_transfer)
+    metrics = add_novel_scores(metrics, model, datamodule, trainer.strategy.root_device)
+    add_eval_targets(cfg, metrics, loggers, output_dir)
+    # history, plots/ (unless plots=false), errors.csv
+    metrics = write_run_artefacts(output_dir, model, datamodule, metrics, trainer, plots=bool(cfg.get("plots", True)))
+    atomic_write_json(output_dir / "metrics.json", metrics)
+    log.info("metrics written to %s", output_dir / "metrics.json")
+    log_run_files(loggers, output_dir)  # metrics.json + data_report.json as the W&B run's report artifact
+    return metrics
+
+
+def data_and_model(cfg: DictConfig, run_dir: Any, output_dir: Path) -> tuple[Any, Any]:
+    """The datamodule (set up for fit) and the model wired to it; the run's config and data reports written."""
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -63,64 +99,50 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
 
         init_weights_from(model, cfg.init_from, trust=bool(cfg.get("trust_checkpoint", False)))
     wire(datamodule, model)  # the model's image size/mean/std where the config left them null
+    return datamodule, model
 
-    loggers = build_loggers(cfg)
-    callbacks = build_callbacks(cfg, has_logger=bool(loggers))
-    trainer = build_trainer(cfg, callbacks, loggers)
-    for lg in loggers:
-        lg.log_hyperparams(to_plain(cfg))
-    record = run_info(cfg.paths.get("root_dir"), model)  # before fit: trainable = what the run starts training
-    log_run_record(loggers, record)
 
-    if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-
-    metrics: dict[str, Any] = {"summary": {}, "data": datamodule.split_report}
-    best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+def best_checkpoint(cfg: DictConfig, trainer: L.Trainer, output_dir: Path) -> dict[str, Any]:
+    """``{"summary": {best_<monitor>: score}, "best_checkpoint": path}`` (empty without a checkpoint callback)."""
+    callback = trainer.checkpoint_callback
+    if callback is None:
+        return {}
+    best_path = callback.best_model_path
     if best_path and not is_inside(best_path, output_dir):
         # restored from a resumed checkpoint's callback state: never load a file from elsewhere
         raise CheckpointError(
             f"the best checkpoint recorded for this run, {best_path!r}, lies outside the run directory "
             f"{str(output_dir)!r}; the resumed checkpoint {cfg.get('ckpt_path')!r} may have been tampered with"
         )
-    if trainer.checkpoint_callback is not None:
-        score = trainer.checkpoint_callback.best_model_score
-        metrics["summary"]["best_" + trainer.checkpoint_callback.monitor.replace("/", "_")] = (
-            float(score) if score is not None else None
-        )
-        metrics["best_checkpoint"] = best_path or None
-    if cfg.get("test", True):
-        # ddp_spawn: test on one device in this process (clipft.pipeline.building.trainer_for_test)
-        trainer_for_test(trainer, cfg).test(model, datamodule=datamodule, ckpt_path=best_path or None)
-        if model.test_outputs:
-            report = classification_report(
-                model.test_outputs["probs"], model.test_outputs["targets"], datamodule.class_names
-            )
-            metrics["test"] = report
-            metrics["summary"].update(headline_summary(report, "test"))
-        exported = model.inference_export()  # e.g. a PEFT adapter merged into the tested (best) weights
-        if exported is not None and trainer.is_global_zero:
-            metrics["inference_checkpoint"] = str(write_inference_checkpoint(model, exported, output_dir))
-    metrics["epochs_trained"] = int(trainer.current_epoch)
-    metrics["duration_s"] = round(time.time() - started, 2)
-    metrics["run"] = {"output_dir": str(output_dir), **record}
-    metrics["config"] = to_plain(cfg)
-    if not trainer.is_global_zero:
-        return metrics  # DDP child rank: rank 0 writes the run's files
-    # data.classes=base: the novel classes too, with the retargeted module (clipft.pipeline.class_transfer)
-    metrics = add_novel_scores(metrics, model, datamodule, trainer.strategy.root_device)
-    # eval_targets=[...]: the best checkpoint scored on other datasets (clipft.pipeline.eval_targets)
+    score = callback.best_model_score
+    return {"summary": {"best_" + callback.monitor.replace("/", "_"): float(score) if score is not None else None},
+            "best_checkpoint": best_path or None}
+
+
+def score_best_checkpoint(cfg: DictConfig, trainer: L.Trainer, model: Any, datamodule: Any, best_path: str | None,
+              output_dir: Path) -> dict[str, Any]:
+    """The best checkpoint's test report (``test`` and the headline ``summary``), and its inference checkpoint."""
+    # ddp_spawn: test on one device in this process (clipft.pipeline.building.trainer_for_test)
+    trainer_for_test(trainer, cfg).test(model, datamodule=datamodule, ckpt_path=best_path or None)
+    out: dict[str, Any] = {}
+    if model.test_outputs:
+        report = classification_report(model.test_outputs["probs"], model.test_outputs["targets"], datamodule.class_names)
+        out["test"] = report
+        out["summary"] = headline_summary(report, "test")
+    exported = model.inference_export()  # e.g. a PEFT adapter merged into the tested (best) weights
+    if exported is not None and trainer.is_global_zero:
+        out["inference_checkpoint"] = str(write_inference_checkpoint(model, exported, output_dir))
+    return out
+
+
+def add_eval_targets(cfg: DictConfig, metrics: dict[str, Any], loggers: list[Any], output_dir: Path) -> None:
+    """``eval_targets=[...]``: the best checkpoint scored on other datasets (clipft.pipeline.eval_targets)."""
     transfer = score_eval_targets(cfg, metrics.get("best_checkpoint"), output_dir)
-    if transfer:
-        metrics["summary"]["transfer"] = {**metrics["summary"].get("transfer", {}), **transfer}
-        for logger in loggers:  # beside the run's test numbers on the dashboard
-            logger.log_metrics({f"transfer/{name}/accuracy": result["accuracy"] for name, result in transfer.items()})
-    # history, plots/ (unless plots=false), errors.csv
-    metrics = write_run_artefacts(output_dir, model, datamodule, metrics, trainer, plots=bool(cfg.get("plots", True)))
-    atomic_write_json(output_dir / "metrics.json", metrics)
-    log.info("metrics written to %s", output_dir / "metrics.json")
-    log_run_files(loggers, output_dir)  # metrics.json + data_report.json as the W&B run's report artifact
-    return metrics
+    if not transfer:
+        return
+    metrics["summary"]["transfer"] = {**metrics["summary"].get("transfer", {}), **transfer}
+    for logger in loggers:  # beside the run's test numbers on the dashboard
+        logger.log_metrics({f"transfer/{name}/accuracy": result["accuracy"] for name, result in transfer.items()})
 
 
 def write_inference_checkpoint(model: Any, exported: tuple[str, dict[str, Any], dict[str, Any]], output_dir: Path) -> Path:
