@@ -88,11 +88,9 @@ def write_run_artefacts(
     ``reliability.png``); ``gradcam_n > 0`` also writes ``plots/gradcam_grid.png``. ``plots=False``
     skips the summary figures (1-5 s a run, e.g. in sweeps); an asked-for Grad-CAM grid is still drawn.
     """
-    from clipft.evaluation import plots as plotting
-    from clipft.evaluation.wandb_media import Predictions, log_to_wandb_loggers
+    from clipft.evaluation.wandb_media import log_to_wandb_loggers
 
     output_dir = Path(output_dir)
-    plot_dir = output_dir / "plots"
     loggers = list(getattr(trainer, "loggers", None) or [])
     history = read_epoch_history(csv_metrics_file(loggers))
     metrics["history"] = history
@@ -100,66 +98,89 @@ def write_run_artefacts(
         return metrics
     if calibration:
         metrics["calibration"] = calibration
-    class_names = list(datamodule.class_names)
+    files = _Artefacts(output_dir, plots)
     report = metrics.get(split)
-    outputs = getattr(model, "test_outputs", None) or {}
-    written: dict[str, Path] = {}
-    failed: dict[str, str] = {}
-    predictions = None
-
-    def attempt(name: str, make: Callable[..., Path | None], *args: Any, path: Path | None = None) -> None:
-        """``make(*args, path)`` with path ``plots/<name>.png`` unless given; failures are recorded, not raised."""
-        if path is None and not plots:
-            return
-        try:
-            written_path = make(*args, path or plot_dir / f"{name}.png")
-        except Exception as exc:  # noqa: BLE001 - a figure bug must not lose the run's metrics
-            log.warning("could not write %s: %s: %s", name, type(exc).__name__, exc)
-            failed[name] = f"{type(exc).__name__}: {exc}"
-            return
-        if written_path is not None:
-            written[name] = Path(written_path)
-
-    if report:
-        attempt("confusion_matrix", lambda path: plotting.plot_confusion_matrix(
-            report["confusion_matrix"], class_names, path, split=split))
-        attempt("per_class_acc", plotting.plot_per_class_accuracy, report["per_class"])
-        attempt("metrics_summary", lambda path: plotting.plot_metrics_summary(
-            summary_values(metrics, split), path, title=f"{split.capitalize()} metrics"))
-    if "probs" in outputs:
-        probs, targets = outputs["probs"].float(), outputs["targets"].long()
-        attempt("reliability", plotting.plot_reliability, _reliability_curves(probs, targets, report, calibration))
-        samples = list(getattr(datamodule, f"{split}_samples", []) or [])
-        paths = [s.path for s in samples]
-        if len(samples) == len(targets):
-            predictions = Predictions(probs, targets, class_names, paths)
-            table = errors_table(paths, probs, targets, class_names)
-            attempt("errors", lambda path: atomic_write_text(path, table), path=output_dir / "errors.csv")
-            if gradcam_n > 0:
-                from clipft.evaluation.gradcam import save_gradcam_grid
-
-                attempt("gradcam_grid", lambda path: save_gradcam_grid(
-                    model, paths, probs, targets, class_names, path, gradcam_n), path=plot_dir / "gradcam_grid.png")
-        else:
-            failed["errors"] = f"{len(samples)} {split} samples but {len(targets)} predictions: cannot name the files"
-    similarity = None
-    try:
-        if plots:  # only the figure uses it, and it encodes every class prompt
-            similarity = class_text_similarity(model)
-    except Exception as exc:  # noqa: BLE001
-        failed["class_similarity"] = f"{type(exc).__name__}: {exc}"
-    if similarity is not None:
-        attempt("class_similarity", plotting.plot_class_similarity, similarity.numpy(), class_names)
-    if history:
-        attempt("training_curves", plotting.plot_training_curves, history)
-
-    add_lr_finder_record(metrics, trainer, output_dir, written)
-    metrics["artefacts"] = {name: str(path.relative_to(output_dir)) for name, path in written.items()}
-    if failed:
-        metrics["artefacts_failed"] = failed
-    figures = {k: v for k, v in written.items() if v.suffix == ".png"}
+    _report_figures(files, metrics, report, list(datamodule.class_names), split, history, model)
+    predictions = _prediction_artefacts(files, model, datamodule, report, calibration, gradcam_n, split)
+    add_lr_finder_record(metrics, trainer, output_dir, files.written)
+    metrics["artefacts"] = {name: str(path.relative_to(output_dir)) for name, path in files.written.items()}
+    if files.failed:
+        metrics["artefacts_failed"] = files.failed
+    figures = {k: v for k, v in files.written.items() if v.suffix == ".png"}
     log_to_wandb_loggers(loggers, figures, report, metrics.get("summary") or {}, predictions)
     return metrics
+
+
+class _Artefacts:
+    """The files a run's report writes: each attempt recorded as written or failed, never raised."""
+
+    def __init__(self, output_dir: Path, plots: bool) -> None:
+        self.output_dir, self.plot_dir, self.plots = output_dir, output_dir / "plots", plots
+        self.written: dict[str, Path] = {}
+        self.failed: dict[str, str] = {}
+
+    def attempt(self, name: str, make: Callable[..., Path | None], *args: Any, path: Path | None = None) -> None:
+        """``make(*args, path)`` with path ``plots/<name>.png`` unless given (skipped with plots=false)."""
+        if path is None and not self.plots:
+            return
+        try:
+            written_path = make(*args, path or self.plot_dir / f"{name}.png")
+        except Exception as exc:  # noqa: BLE001 - a figure bug must not lose the run's metrics
+            log.warning("could not write %s: %s: %s", name, type(exc).__name__, exc)
+            self.failed[name] = f"{type(exc).__name__}: {exc}"
+            return
+        if written_path is not None:
+            self.written[name] = Path(written_path)
+
+
+def _report_figures(files: _Artefacts, metrics: dict[str, Any], report: dict[str, Any] | None, class_names: list[str],
+                    split: str, history: Any, model: Any) -> None:
+    """Confusion matrix, per-class accuracy, metrics summary, class-prompt similarity, training curves."""
+    from clipft.evaluation import plots as plotting
+
+    if report:
+        files.attempt("confusion_matrix", lambda path: plotting.plot_confusion_matrix(
+            report["confusion_matrix"], class_names, path, split=split))
+        files.attempt("per_class_acc", plotting.plot_per_class_accuracy, report["per_class"])
+        files.attempt("metrics_summary", lambda path: plotting.plot_metrics_summary(
+            summary_values(metrics, split), path, title=f"{split.capitalize()} metrics"))
+    similarity = None
+    try:
+        if files.plots:  # only the figure uses it, and it encodes every class prompt
+            similarity = class_text_similarity(model)
+    except Exception as exc:  # noqa: BLE001
+        files.failed["class_similarity"] = f"{type(exc).__name__}: {exc}"
+    if similarity is not None:
+        files.attempt("class_similarity", plotting.plot_class_similarity, similarity.numpy(), class_names)
+    if history:
+        files.attempt("training_curves", plotting.plot_training_curves, history)
+
+
+def _prediction_artefacts(files: _Artefacts, model: Any, datamodule: Any, report: dict[str, Any] | None,
+                          calibration: dict[str, Any] | None, gradcam_n: int, split: str) -> Any:
+    """Reliability diagram, ``errors.csv`` and the Grad-CAM grid from the split's predictions; the W&B table rows."""
+    from clipft.evaluation import plots as plotting
+    from clipft.evaluation.wandb_media import Predictions
+
+    outputs = getattr(model, "test_outputs", None) or {}
+    if "probs" not in outputs:
+        return None
+    class_names = list(datamodule.class_names)
+    probs, targets = outputs["probs"].float(), outputs["targets"].long()
+    files.attempt("reliability", plotting.plot_reliability, _reliability_curves(probs, targets, report, calibration))
+    samples = list(getattr(datamodule, f"{split}_samples", []) or [])
+    paths = [s.path for s in samples]
+    if len(samples) != len(targets):
+        files.failed["errors"] = f"{len(samples)} {split} samples but {len(targets)} predictions: cannot name the files"
+        return None
+    table = errors_table(paths, probs, targets, class_names)
+    files.attempt("errors", lambda path: atomic_write_text(path, table), path=files.output_dir / "errors.csv")
+    if gradcam_n > 0:
+        from clipft.evaluation.gradcam import save_gradcam_grid
+
+        files.attempt("gradcam_grid", lambda path: save_gradcam_grid(
+            model, paths, probs, targets, class_names, path, gradcam_n), path=files.plot_dir / "gradcam_grid.png")
+    return Predictions(probs, targets, class_names, paths)
 
 
 def add_lr_finder_record(metrics: dict[str, Any], trainer: Any, output_dir: Path, written: dict[str, Path]) -> None:
