@@ -22,7 +22,7 @@ from clipft.models import (
     build_torchvision_backbone,
 )
 from clipft.models.backbone_folder import save_backbone_folder
-from clipft.models.contract import ImageBackbone, VisionLanguageBackbone
+from clipft.models.contract import ImageBackbone, PooledImageBackbone, VisionLanguageBackbone
 from clipft.models.hf_siglip import save_tiny_siglip
 from clipft.models.open_clip_backbone import save_tiny_open_clip
 from clipft.models.towers import save_tiny_text_encoder
@@ -115,6 +115,20 @@ def test_embeddings_have_the_shared_width_and_unit_norm(backbone):
     torch.testing.assert_close(image.norm(dim=-1), torch.ones(2))
     torch.testing.assert_close(text.norm(dim=-1), torch.ones(3))
     torch.testing.assert_close(torch.nn.functional.normalize(raw, dim=-1), image)
+
+
+def test_pooled_output_then_projection_is_the_image_embedding(backbone):
+    """Optional capability (contract.PooledImageBackbone): HF CLIP and the dual encoder have it, and for them
+    ``project_image(encode_image_pooled(x))`` is ``encode_image(x)``, normalised or raw."""
+    if not isinstance(backbone, PooledImageBackbone):
+        assert type(backbone).__name__ not in ("HFCLIPBackbone", "DualEncoderBackbone")
+        pytest.skip(f"{type(backbone).__name__} does not give its pooled image output")
+    x = _pixels(backbone)
+    with torch.no_grad():
+        pooled = backbone.encode_image_pooled(x)
+        assert pooled.dim() == 2 and pooled.shape[0] == 2
+        torch.testing.assert_close(backbone.project_image(pooled), backbone.encode_image(x))
+        torch.testing.assert_close(backbone.project_image(pooled, normalize=False), backbone.encode_image(x, normalize=False))
 
 
 def test_parameter_groups_are_disjoint_and_each_gets_gradients(backbone):

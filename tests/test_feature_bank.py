@@ -155,3 +155,29 @@ def test_the_default_exact_mode_trains_on_pixels_and_validates_from_the_bank(dat
     without, plain_metrics = run([])
     torch.testing.assert_close(with_bank.ctx, without.ctx)  # same training
     torch.testing.assert_close(metrics["val/loss"], plain_metrics["val/loss"], atol=1e-5, rtol=1e-5)  # same validation
+
+
+def test_prolip_trains_from_a_bank_of_pooled_rows_and_validates_exactly(datamodule, tiny_clip_dir):
+    """ProLIP trains only the visual projection: its bank holds the tower's pooled output (the reference's saved
+    pre-projection features), projected by the trained matrix at each step."""
+    from clipft.methods.prolip import ProLIP
+
+    module = ProLIP(datamodule.class_names, clip={"_target_": "clipft.models.HFCLIPBackbone", "name_or_path": str(tiny_clip_dir)},
+                    optimizer={"_target_": "torch.optim.Adam", "lr": 1e-2}, shots=4)
+    before = module.projection().detach().clone()
+    callback = FeatureBankCallback(views=2)
+    fit(module, datamodule, callback, epochs=2)
+    assert callback.bank is not None and callback.bank_key(module, datamodule)["rows"] == "pooled"
+    identity = sample_id(datamodule.train_samples[0].path)
+    array, row = callback.bank.locate([identity])[0]
+    width = module.backbone.model.config.vision_config.hidden_size
+    assert array[row].shape == (3, width)  # view 0 + 2 views of the pooled output, not the embedding
+    assert not torch.allclose(module.projection(), before)  # the projection trained on the rows
+    module.eval()
+    module.prepare_for_inference()
+    rows = callback.dataset(datamodule.val_samples, train=False)
+    pixels = datamodule.image_dataset(datamodule.val_samples, train=False)
+    with torch.no_grad():
+        from_rows = module(torch.stack([rows[i][0] for i in range(len(rows))]))
+        from_pixels = module(torch.stack([pixels[i][0] for i in range(len(pixels))]))
+    torch.testing.assert_close(from_rows, from_pixels, atol=1e-4, rtol=1e-4)

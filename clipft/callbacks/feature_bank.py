@@ -43,6 +43,12 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 
 
+def rows_of(module: Any) -> str | None:
+    """What a method's bank rows hold: ``embedding`` (the tower's raw output, the default), ``pooled`` (before its
+    final projection) or None (the method's backbone cannot give what it reads: no bank)."""
+    return getattr(module, "bank_rows", "embedding")
+
+
 def weights_hash(module: torch.nn.Module) -> str:
     """sha256 of every tensor of ``module`` (names, dtypes, shapes, bytes): equal only for the same weights."""
     digest = hashlib.sha256()
@@ -190,6 +196,10 @@ class FeatureBankCallback(L.Callback):
         if datamodule is None or not hasattr(datamodule, "feature_dataset"):
             log.info("feature bank off: it serves a clipft datamodule's splits (fit with datamodule=)")
             return
+        if rows_of(pl_module) is None:
+            log.info("feature bank off: %s reads the image tower's pooled output, which %s does not give",
+                     type(pl_module).__name__, type(pl_module.backbone).__name__)
+            return
         self._module = pl_module
         self.bank = FeatureBank(self._root(datamodule), self.bank_key(pl_module, datamodule))
         datamodule.feature_dataset = self.dataset
@@ -211,6 +221,7 @@ class FeatureBankCallback(L.Callback):
             "preprocessing": {k: v for k, v in datamodule.preprocessing.items()},
             "train_transform": [datamodule.train_transform_name, dict(datamodule.transform_options)],
             "eval_transform": datamodule.eval_transform_name, "views": self.views, "seed": self.seed,
+            **({"rows": "pooled"} if rows_of(module) == "pooled" else {}),  # embedding banks keep their old key
         }
 
     # ------------------------------------------------------------------ serving
@@ -254,6 +265,10 @@ class FeatureBankCallback(L.Callback):
 
     def _encode(self, module: Any, dataset: Dataset) -> np.ndarray:
         loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=0)
-        out = [module.backbone.encode_image(batch[0].to(module.device), normalize=False).float().cpu() for batch in loader]
+        if rows_of(module) == "pooled":
+            encode = module.backbone.encode_image_pooled
+        else:
+            encode = lambda x: module.backbone.encode_image(x, normalize=False)
+        out = [encode(batch[0].to(module.device)).float().cpu() for batch in loader]
         return torch.cat(out).numpy()
 

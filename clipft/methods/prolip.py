@@ -16,10 +16,13 @@ The reference is astra-vision/ProLIP @ b43e795cbf0b53a9b0aa83cf4f47d9755896ba6f:
   300 augmented views, ``lambda_funct_1_N``; the README's validation-free runs use lr 1e-5 ... 1e-2).
 
 The reference's shortcut: the frozen tower's pre-projection features of 300 augmented views are
-saved once and training reads them (``scripts/save_features*.sh``). Here each step runs the frozen
-tower (eval mode, no autograd graph: only the projection requires gradients) on the batch's
-augmented images, which is the same computation; one epoch of the full few-shot set in one batch is
-one reference epoch (``data.batch_size`` >= shots x classes, ``trainer.max_epochs=300``).
+saved once and training reads them (``scripts/save_features*.sh``). Here the same with
+``callbacks=[default,feature_bank]`` (``views``: the augmented views stored; the bank holds the pooled
+output, :class:`clipft.models.contract.PooledImageBackbone`), or, without a bank or on a backbone without
+pooled features (open_clip), each step runs the frozen tower (eval mode, no autograd graph: only the
+projection requires gradients) on the batch's augmented images, the same computation; one epoch of the
+full few-shot set in one batch is one reference epoch (``data.batch_size`` >= shots x classes,
+``trainer.max_epochs=300``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from torch import nn
 
 from clipft.errors import ConfigError
 from clipft.methods.clip_method import CLIPMethod
+from clipft.models.contract import PooledImageBackbone
 
 PER_SHOT = {"1/shots": 1, "1/shots^2": 2}  # lambda_funct_1_N, lambda_funct_1_N2 (ProLIP.py:140-143)
 _OWN_ARGS = ("reg_weight", "shots")
@@ -90,6 +94,9 @@ class ProLIP(CLIPMethod):
     """
 
     passes_on = ("class_names", "clip", "optimizer", "scheduler", "prompts", "label_smoothing")
+    # the tower below the projection is frozen: a feature bank of its pooled output serves it, as the reference
+    # trains from saved pre-projection features (scripts/save_features*.sh); rows are projected here
+    reads_image_features = True
 
     def __init__(
         self,
@@ -115,9 +122,20 @@ class ProLIP(CLIPMethod):
     def projection(self) -> nn.Parameter:
         return visual_projection(self.backbone)
 
+    @property
+    def bank_rows(self) -> str | None:
+        """``pooled`` where the backbone gives its pre-projection output (contract.PooledImageBackbone), else no bank."""
+        return "pooled" if isinstance(self.backbone, PooledImageBackbone) else None
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """``normalize(pooled @ W)``: pixels through the tower, or a feature bank's pooled rows ``(N, width)`` projected."""
+        if images.dim() == 2:
+            return self.backbone.project_image(images)
+        return self.backbone.encode_image(images)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``exp(logit_scale) * normalize(pooled @ W) @ class_text.T`` with the class text computed once (frozen)."""
-        image = self.backbone.encode_image(images)
+        image = self.image_features(images)
         text = self._eval_text_features if self._eval_text_features is not None else self.frozen_class_text()
         return self.logit_scale() * image @ text.to(image.dtype).t()
 

@@ -3,7 +3,8 @@
 :class:`VisionLanguageBackbone` is what a CLIP-style backbone must give (HF CLIP, open_clip and
 the dual encoder implement all of it); :class:`ImageBackbone` is the CNN transfer baseline's
 smaller contract; :class:`DeepPromptBackbone` is an optional capability (prompt tokens inside the towers'
-layers: MaPLe, PromptSRC; HF CLIP has it). ``tests/test_backbone_contract.py`` checks every implementation: shapes,
+layers: MaPLe, PromptSRC; HF CLIP has it), :class:`PooledImageBackbone` another (the image tower before its
+final projection: ProLIP's feature bank; HF CLIP and the dual encoder have it). ``tests/test_backbone_contract.py`` checks every implementation: shapes,
 normalised embeddings, gradients into each parameter group, and that encoding from token
 embeddings equals encoding from token ids.
 
@@ -174,6 +175,21 @@ class DeepPromptBackbone(Protocol):
         """:meth:`VisionLanguageBackbone.encode_image` with ``prompts[0]`` (``(n, width)``) appended after the
         patch tokens (positions added, before any pre-norm) and ``prompts[k]`` replacing those ``n`` tokens at
         the input of layer ``k``; the tower pools its class token as before."""
+
+
+@runtime_checkable
+class PooledImageBackbone(Protocol):
+    """Optional capability: the image tower's output before its final projection, and that projection.
+
+    ``encode_image(x, normalize) == project_image(encode_image_pooled(x), normalize)``. ProLIP trains only the
+    projection, so a feature bank of pooled rows serves it (its reference stores exactly these features).
+    """
+
+    def encode_image_pooled(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``(B, width)``: the pooled output the final projection maps into the shared space."""
+
+    def project_image(self, pooled: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """The final projection of :meth:`encode_image_pooled`'s output (normalised unless told not to)."""
 
 
 def deep_prompt_support(backbone: Any) -> dict[str, int]:

@@ -124,7 +124,14 @@ class DualEncoderBackbone(TokenEmbeddingPath, nn.Module):
         return {k: v.to(device) for k, v in tokens.items()} if device is not None else tokens
 
     def encode_image(self, pixel_values: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        feats = self.visual_projection(self.visual(pixel_values))
+        return self.project_image(self.encode_image_pooled(pixel_values), normalize)
+
+    def encode_image_pooled(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The image tower's pooled features, before ``visual_projection`` (contract.PooledImageBackbone)."""
+        return self.visual(pixel_values)
+
+    def project_image(self, pooled: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        feats = self.visual_projection(pooled)
         return nn.functional.normalize(feats, dim=-1) if normalize else feats
 
     def encode_text(

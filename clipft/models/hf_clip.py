@@ -112,7 +112,13 @@ class HFCLIPBackbone(TokenEmbeddingPath, nn.Module):
         return out
 
     def encode_image(self, pixel_values: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        pooled = self.model.vision_model(pixel_values=pixel_values).pooler_output
+        return self.project_image(self.encode_image_pooled(pixel_values), normalize)
+
+    def encode_image_pooled(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The vision transformer's pooled class token, before ``visual_projection`` (contract.PooledImageBackbone)."""
+        return self.model.vision_model(pixel_values=pixel_values).pooler_output
+
+    def project_image(self, pooled: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         feats = self.model.visual_projection(pooled)
         return nn.functional.normalize(feats, dim=-1) if normalize else feats
 
