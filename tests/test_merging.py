@@ -86,6 +86,7 @@ def test_ties_cli_picks_lambda_on_val_and_writes_checkpoints_that_keep_each_head
         assert torch.equal(state["head.weight"], original.state_dict()["head.weight"])  # its own head
         assert merged.checkpoint_meta["merge"]["method"] == "ties"
     assert not torch.equal(*(load_module(c).state_dict()["head.weight"] for c in report["checkpoints"].values()))
+    assert (out / "0_run" / "config.yaml").read_text() == (runs[0] / "config.yaml").read_text()  # eval: the task's own data
     scored = evaluate([f"ckpt_path={report['checkpoints']['0_run']}"], tmp_path / "eval")
     assert scored["summary"]["test_accuracy"] is not None
     export_checkpoint(report["checkpoints"]["1_run"], "safetensors", str(tmp_path / "export"))  # clipft-export

@@ -7,7 +7,8 @@ the runs must share the backbone config. Every checkpoint is loaded through the 
 val split rebuilt from the run's ``config.yaml`` by :class:`clipft.pipeline.soup.ValScorer`.
 Lambda is the grid value with the best mean val accuracy over the runs (the first on a tie); Model
 Stock has no lambda. Each run gets ``OUT/<run>/checkpoints/best.ckpt`` (merged backbone, its own
-head), a normal checkpoint for ``eval.py ckpt_path=``, ``clipft-export`` and the demo; ``merge.json``
+head), a normal checkpoint for ``eval.py ckpt_path=``, ``clipft-export`` and the demo, beside a copy of the
+run's ``config.yaml`` (so ``eval.py`` without ``data=`` scores the run's own task); ``merge.json``
 and ``merge.md`` hold every run's val accuracy at every lambda.
 """
 
@@ -186,6 +187,9 @@ def save_merged(tasks: Sequence[Task], backbone: dict[str, torch.Tensor], out_di
         ckpt["clipft"] = {**ckpt.get("clipft", {}), "merge": {**record, "task": task.name}}
         ckpt["state_dict"] = {**task.state, **backbone}
         written[task.name] = str(write_checkpoint(ckpt, out_dir / task.name / "checkpoints" / "best.ckpt"))
+        source_config = task.path.parent.parent / "config.yaml"
+        if source_config.is_file():  # eval.py ckpt_path=OUT/<run>/... without data= scores the run's own data
+            atomic_write_text(out_dir / task.name / "config.yaml", source_config.read_text())
     return written
 
 
