@@ -181,3 +181,16 @@ def test_prolip_trains_from_a_bank_of_pooled_rows_and_validates_exactly(datamodu
         from_rows = module(torch.stack([rows[i][0] for i in range(len(rows))]))
         from_pixels = module(torch.stack([pixels[i][0] for i in range(len(pixels))]))
     torch.testing.assert_close(from_rows, from_pixels, atol=1e-4, rtol=1e-4)
+
+
+def test_augmented_feature_passes_read_stored_views_when_training_from_the_bank(datamodule, tiny_clip_dir):
+    """LP++ (and CLAP, Tip-Adapter with augment_views > 0) take K passes of the *training* split: from a bank that
+    trains from stored views, each pass reads one stored view per image (rows, not pixels through the tower)."""
+    from clipft.methods.lp_plus_plus import LPPlusPlus
+
+    module = LPPlusPlus(datamodule.class_names, clip={"_target_": "clipft.models.HFCLIPBackbone", "name_or_path": str(tiny_clip_dir)},
+                        optimizer=SGD, epochs=3, augment_views=1)
+    callback = FeatureBankCallback(views=2, train_from_bank=True)
+    fit(module, datamodule, callback)
+    assert callback.bank is not None and callback.built_images == len(datamodule.train_samples) + len(datamodule.val_samples)
+    assert torch.isfinite(module.class_logits(torch.nn.functional.normalize(torch.randn(2, module.backbone.embed_dim), dim=-1))).all()

@@ -45,7 +45,7 @@ from torch import nn
 
 from clipft.errors import ConfigError, DataError
 from clipft.methods.clip_method import CLIPMethod
-from clipft.methods.features import split_features
+from clipft.methods.features import encode_or_pass, split_features
 from clipft.methods.zeroshot_head import eval_mode, raw_class_text
 
 ANCHORS = ("reference", "normalized")
@@ -254,9 +254,10 @@ def augmented_train_features(module: Any, views: int, batch_size: int = 128) -> 
         for _ in range(int(views)):
             for batch in loader:
                 pixels = batch[0].to(module.device)
-                if on_device is not None:  # the datamodule augments on the device (data.augment_on_device)
+                if on_device is not None and pixels.dim() == 4:  # the datamodule augments on the device
                     pixels = torch.stack([on_device(image) for image in pixels])
-                feats.append(backbone.encode_image(pixels, normalize=False).float().cpu())
+                # a feature bank training from stored views serves rows: each pass reads one stored view per image
+                feats.append(encode_or_pass(backbone, pixels, normalize=False).float().cpu())
                 labels.append(torch.as_tensor(batch[1]).cpu())
     if not feats:
         raise DataError("the training split yielded no images")
