@@ -138,3 +138,28 @@ def test_hook_line_reproduces_cocoop_conditioned_text_features():
     torch.testing.assert_close(chunked.view(batch, classes, -1), whole, atol=1e-5, rtol=0)
     assert grad.abs().max() > 0
     torch.testing.assert_close(grad, cocoop.meta_net[0].weight.grad, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["MaPLe", "PromptSRC"])
+def test_deep_prompt_learners_encode_their_classes_in_chunks_equal_to_one_pass(method):
+    """MaPLe / PromptSRC: every class shares the layer prompts; chunks of 3 of 7 classes give the single pass's
+    features and the same gradients into the context and the deep text prompts."""
+    from clipft import registry
+
+    cls = registry.get("method", method)
+    depth = {"prompt_depth": 2} if method == "MaPLe" else {"prompt_depth_text": 2, "prompt_depth_image": 2}
+    torch.manual_seed(0)
+    module = cls(CLASSES, {"_target_": "clipft.models.HFCLIPBackbone", "config": {"projection_dim": 8}}, SGD, **depth)
+    deep = module.compound_prompts_text if method == "MaPLe" else module.text_prompts
+    results = []
+    for chunk in (None, 3):
+        module.text_chunk_size = chunk
+        module.zero_grad()
+        features = module.class_text_features()
+        (features * torch.linspace(-1, 1, features.numel()).view_as(features)).sum().backward()
+        results.append((features.detach(), module.ctx.grad.clone(), deep[0].grad.clone()))
+    (whole, ctx_whole, deep_whole), (chunked, ctx_chunked, deep_chunked) = results
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=0)
+    assert ctx_whole.abs().max() > 0 and deep_whole.abs().max() > 0
+    torch.testing.assert_close(ctx_chunked, ctx_whole, atol=1e-5, rtol=0)
+    torch.testing.assert_close(deep_chunked, deep_whole, atol=1e-5, rtol=0)

@@ -1,6 +1,6 @@
 """Class-chunked prompt encoding: prompt learning whose peak memory does not grow with the class count.
 
-CoOp, CoCoOp and KgCoOp encode every class prompt with gradients every step. In one pass the text
+CoOp, CoCoOp, KgCoOp, MaPLe and PromptSRC encode every class prompt with gradients every step. In one pass the text
 tower's activations for all ``C`` prompts stay alive until backward, so peak memory is ``C`` times a
 prompt's activations (on a ViT-B/16-shaped text tower in fp32, 2.9 MiB per 8-token prompt measured,
 some 30 MiB per 77-token one): 1,000 classes need tens of GB. :func:`encode_prompts` encodes
@@ -23,7 +23,7 @@ chunks also carry gradients, through activation checkpointing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -49,6 +49,7 @@ def encode_prompts(
     tokens: Mapping[str, torch.Tensor],
     chunk_size: int | None = DEFAULT_TEXT_CHUNK_SIZE,
     normalize: bool = True,
+    encode: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``backbone.encode_text_embeddings(embeddings, **tokens)``, ``chunk_size`` prompts at a time.
 
@@ -58,6 +59,9 @@ def encode_prompts(
         tokens: ``{input_ids, attention_mask?}``, ``(prompts, length)`` each: the positions the tower pools.
         chunk_size: prompts per chunk; None (or at least the prompt count) is one plain pass.
         normalize: L2-normalise the embeddings, as ``encode_text_embeddings``.
+        encode: ``(embeddings, input_ids, mask) -> features`` of one chunk, when the prompts go through another
+            path than ``encode_text_embeddings`` (MaPLe / PromptSRC: ``encode_text_deep_prompts`` with the layer
+            prompts every class shares); ``normalize`` is then the callable's business.
 
     Returns:
         ``(prompts, embed_dim)``, equal to the single pass.
@@ -67,11 +71,12 @@ def encode_prompts(
     count = embeddings.shape[0]
     if input_ids.shape[0] != count or (mask is not None and mask.shape[0] != count):
         raise ValueError(f"{count} prompt embeddings but token ids for {input_ids.shape[0]} prompts")
-    if chunk_size is None or count <= chunk_size:
-        return backbone.encode_text_embeddings(embeddings, input_ids, mask, normalize)
+    if encode is None:
+        def encode(part: torch.Tensor, ids: torch.Tensor, part_mask: torch.Tensor | None) -> torch.Tensor:
+            return backbone.encode_text_embeddings(part, ids, part_mask, normalize)
 
-    def encode(part: torch.Tensor, ids: torch.Tensor, part_mask: torch.Tensor | None) -> torch.Tensor:
-        return backbone.encode_text_embeddings(part, ids, part_mask, normalize)
+    if chunk_size is None or count <= chunk_size:
+        return encode(embeddings, input_ids, mask)
 
     keep_graph = torch.is_grad_enabled() and (embeddings.requires_grad or _any_trainable(backbone))
     outputs = []

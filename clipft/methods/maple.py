@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from clipft.errors import ConfigError
+from clipft.methods.chunked_text import encode_prompts
 from clipft.methods.cocoop import reset_linear
 from clipft.methods.coop import CTX_STD, CoOp
 from clipft.models.contract import check_deep_prompt_depths, deep_prompt_widths
@@ -118,10 +119,14 @@ class MaPLe(CoOp):
         return [self.proj(self.ctx), *deep]
 
     def class_text_features(self) -> torch.Tensor:
-        first = self.ctx_positions[0]
-        return self.backbone.encode_text_deep_prompts(
-            self.prompt_token_embeddings(), self.prompt_ids, self.prompt_mask, first, list(self.compound_prompts_text)
-        )
+        """Every class prompt with the shared deep prompts, ``text_chunk_size`` classes per checkpointed chunk."""
+        first, deep = self.ctx_positions[0], list(self.compound_prompts_text)
+
+        def encode(embeddings: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+            return self.backbone.encode_text_deep_prompts(embeddings, ids, mask, first, deep)
+
+        tokens = {"input_ids": self.prompt_ids, "attention_mask": self.prompt_mask}
+        return encode_prompts(self.backbone, self.prompt_token_embeddings(), tokens, self.text_chunk_size, encode=encode)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone.encode_image_deep_prompts(images, self.image_prompts())

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipft.errors import ConfigError
+from clipft.methods.chunked_text import encode_prompts
 from clipft.methods.coop import CTX_STD, CoOp
 from clipft.methods.maple import MAX_INIT_CTX, keep_first_context_tokens
 from clipft.models.contract import check_deep_prompt_depths, deep_prompt_widths
@@ -127,11 +128,16 @@ class PromptSRC(CoOp):
 
     # ------------------------------------------------------------------ features
     def class_text_features(self) -> torch.Tensor:
-        embeddings = self.prompt_token_embeddings()
+        """Every class prompt (with the deep text prompts, if any), ``text_chunk_size`` classes per checkpointed chunk."""
+        tokens = {"input_ids": self.prompt_ids, "attention_mask": self.prompt_mask}
         if not len(self.text_prompts):  # the input only: every backbone (CoOp's path)
-            return self.backbone.encode_text_embeddings(embeddings, self.prompt_ids, self.prompt_mask)
-        return self.backbone.encode_text_deep_prompts(
-            embeddings, self.prompt_ids, self.prompt_mask, self.ctx_positions[0], list(self.text_prompts))
+            return encode_prompts(self.backbone, self.prompt_token_embeddings(), tokens, self.text_chunk_size)
+        first, deep = self.ctx_positions[0], list(self.text_prompts)
+
+        def encode(embeddings: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+            return self.backbone.encode_text_deep_prompts(embeddings, ids, mask, first, deep)
+
+        return encode_prompts(self.backbone, self.prompt_token_embeddings(), tokens, self.text_chunk_size, encode=encode)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         if not len(self.image_prompts):
