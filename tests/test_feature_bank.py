@@ -36,6 +36,18 @@ def fit(module, dm, callback, epochs=1):
     return trainer
 
 
+def assert_val_logits_equal(module, callback, dm):
+    """The trained module's logits on the val split: from the bank's rows = from the pixels."""
+    module.eval()
+    module.prepare_for_inference()
+    rows = callback.dataset(dm.val_samples, train=False)
+    pixels = dm.image_dataset(dm.val_samples, train=False)
+    with torch.no_grad():
+        from_rows = module(torch.stack([rows[i][0] for i in range(len(rows))]))
+        from_pixels = module(torch.stack([pixels[i][0] for i in range(len(pixels))]))
+    torch.testing.assert_close(from_rows, from_pixels, atol=1e-4, rtol=1e-4)
+
+
 def coop(dm, tiny_clip_dir):
     return CoOp(dm.class_names, clip={"_target_": "clipft.models.HFCLIPBackbone", "name_or_path": str(tiny_clip_dir)},
                 optimizer=SGD, n_ctx=2)
@@ -71,14 +83,7 @@ def test_validation_from_the_bank_equals_validation_from_pixels(datamodule, tiny
     module = coop(datamodule, tiny_clip_dir)
     callback = FeatureBankCallback(views=1)
     fit(module, datamodule, callback)
-    module.eval()
-    module.prepare_for_inference()
-    bank_rows = callback.dataset(datamodule.val_samples, train=False)
-    pixels = datamodule.image_dataset(datamodule.val_samples, train=False)
-    with torch.no_grad():
-        from_bank = module(torch.stack([bank_rows[i][0] for i in range(len(bank_rows))]))
-        from_pixels = module(torch.stack([pixels[i][0] for i in range(len(pixels))]))
-    torch.testing.assert_close(from_bank, from_pixels, atol=1e-4, rtol=1e-4)
+    assert_val_logits_equal(module, callback, datamodule)
     assert datamodule.feature_dataset is None  # after fit, test and predict read pixels
 
 
@@ -173,14 +178,7 @@ def test_prolip_trains_from_a_bank_of_pooled_rows_and_validates_exactly(datamodu
     width = module.backbone.model.config.vision_config.hidden_size
     assert array[row].shape == (3, width)  # view 0 + 2 views of the pooled output, not the embedding
     assert not torch.allclose(module.projection(), before)  # the projection trained on the rows
-    module.eval()
-    module.prepare_for_inference()
-    rows = callback.dataset(datamodule.val_samples, train=False)
-    pixels = datamodule.image_dataset(datamodule.val_samples, train=False)
-    with torch.no_grad():
-        from_rows = module(torch.stack([rows[i][0] for i in range(len(rows))]))
-        from_pixels = module(torch.stack([pixels[i][0] for i in range(len(pixels))]))
-    torch.testing.assert_close(from_rows, from_pixels, atol=1e-4, rtol=1e-4)
+    assert_val_logits_equal(module, callback, datamodule)
 
 
 def test_augmented_feature_passes_read_stored_views_when_training_from_the_bank(datamodule, tiny_clip_dir):

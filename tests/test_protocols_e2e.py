@@ -23,6 +23,13 @@ SMALL = ["data=synthetic_signs", "data.train_per_class=8", "data.test_per_class=
 TINY = [*SMALL, "data.shots=4", "protocol/method=coop", "model.n_ctx=2"]
 
 
+@pytest.fixture
+def synthetic_root(tmp_path) -> Path:
+    """A private synthetic set (written on first use): these runs ask for 6 and 10 classes, which would rewrite the
+    session-wide ``synthetic_root`` other tests count on."""
+    return tmp_path / "signs6"
+
+
 def run_cell(protocol: str, tmp_path: Path, tiny_clip_dir: Path, synthetic_root: Path, extra: list[str],
              base: list[str] = TINY, seed: int = 1) -> Path:
     from clipft.pipeline.train import run_train
@@ -53,7 +60,7 @@ def test_base2novel_cell_reports_base_novel_and_hm_and_its_table(tmp_path, tiny_
 def test_a_transfer_cell_scores_its_eval_targets_after_training(protocol, tmp_path, tiny_clip_dir, synthetic_root):
     """The source trains on 6 classes; the target is the other classes of a 10-class copy (another label
     space): the unchanged model, retargeted, is scored there as eval.py would, in the same command."""
-    target = (f"eval_targets=[{{data: synthetic_signs, overrides: ['data.root={synthetic_root}', 'data.num_classes=10', "
+    target = (f"eval_targets=[{{data: synthetic_signs, overrides: ['data.root={synthetic_root.parent / 'signs10'}', 'data.num_classes=10', "
               "'data.classes=novel', 'data.test_per_class=3', 'data.train_per_class=8', 'plots=false', 'logger=none']}]")
     run = run_cell(protocol, tmp_path, tiny_clip_dir, synthetic_root, [target])
     metrics = json.loads((run / "metrics.json").read_text())
