@@ -79,7 +79,6 @@ def score_sweeps(model: Any, sweeps: dict[str, list[Any]], score: Any, feature_p
         for alpha, _ in wise_ft_sweep(model, sweeps["wise_ft"]):
             feature_pass.weights_changed()  # a tower the interpolation moved recomputes; an unchanged one is reused
             metrics["wise_ft"][f"{alpha:g}"] = brief(score())
-        feature_pass.weights_changed()
     metrics["feature_pass"] = {"image_batches_computed": feature_pass.computed, "image_batches_reused": feature_pass.reused}
     log.info("evaluation sweeps: %d image-tower batches computed, %d reused", feature_pass.computed, feature_pass.reused)
     return metrics
