@@ -79,43 +79,48 @@ def build_scheduler(
     if name in (None, "none"):
         return None
     if name in ("cosine", "constant", "linear"):
-        # transformers' warm-up schedules (the ones HF and open_clip recipes quote): the LR rises linearly
-        # from 0 over warmup_steps, then follows the named shape down to min_lr_ratio x the group's LR
-        from transformers import (
-            get_constant_schedule_with_warmup,
-            get_cosine_with_min_lr_schedule_with_warmup,
-            get_linear_schedule_with_warmup,
-        )
-
-        warmup = cfg.get("warmup_steps")
-        if warmup is None:
-            warmup = int(round(float(cfg.get("warmup_ratio", 0.0)) * total_steps))
-        warmup = min(int(warmup), total_steps - 1) if total_steps > 1 else 0
-        min_ratio = float(cfg.get("min_lr_ratio", 0.0))
-        if name == "cosine":
-            sched = get_cosine_with_min_lr_schedule_with_warmup(optimizer, warmup, total_steps, min_lr_rate=min_ratio)
-        elif name == "linear":
-            if min_ratio:
-                raise ConfigError(
-                    f"model.scheduler.min_lr_ratio={min_ratio} needs name=cosine: the linear schedule "
-                    "(transformers.get_linear_schedule_with_warmup) decays to 0"
-                )
-            sched = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
-        else:
-            sched = get_constant_schedule_with_warmup(optimizer, warmup)
-        return {"scheduler": sched, "interval": "step"}
+        return {"scheduler": warmup_schedule(name, cfg, optimizer, total_steps), "interval": "step"}
     if name == "onecycle":
-        max_lrs = [g["lr"] for g in optimizer.param_groups]
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=max_lrs,
-            total_steps=total_steps,
-            pct_start=float(cfg.get("pct_start", 0.3)),
-            div_factor=float(cfg.get("div_factor", 25.0)),
-            final_div_factor=float(cfg.get("final_div_factor", 1e4)),
-        )
-        return {"scheduler": sched, "interval": "step"}
+        return {"scheduler": onecycle_schedule(cfg, optimizer, total_steps), "interval": "step"}
     raise ConfigError(
         f"model.scheduler.name={name!r} is not one of ['cosine', 'linear', 'constant', 'onecycle', 'none'] "
         "(or give a _target_ such as torch.optim.lr_scheduler.CosineAnnealingLR)"
+    )
+
+
+def warmup_schedule(name: str, cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
+    """transformers' warm-up schedules (the ones HF and open_clip recipes quote): the LR rises linearly
+    from 0 over warmup_steps, then follows the named shape down to min_lr_ratio x the group's LR."""
+    from transformers import (
+        get_constant_schedule_with_warmup,
+        get_cosine_with_min_lr_schedule_with_warmup,
+        get_linear_schedule_with_warmup,
+    )
+
+    warmup = cfg.get("warmup_steps")
+    if warmup is None:
+        warmup = int(round(float(cfg.get("warmup_ratio", 0.0)) * total_steps))
+    warmup = min(int(warmup), total_steps - 1) if total_steps > 1 else 0
+    min_ratio = float(cfg.get("min_lr_ratio", 0.0))
+    if name == "cosine":
+        return get_cosine_with_min_lr_schedule_with_warmup(optimizer, warmup, total_steps, min_lr_rate=min_ratio)
+    if name == "linear":
+        if min_ratio:
+            raise ConfigError(
+                f"model.scheduler.min_lr_ratio={min_ratio} needs name=cosine: the linear schedule "
+                "(transformers.get_linear_schedule_with_warmup) decays to 0"
+            )
+        return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+    return get_constant_schedule_with_warmup(optimizer, warmup)
+
+
+def onecycle_schedule(cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
+    """torch's OneCycleLR peaking at each group's own LR (per step)."""
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=[g["lr"] for g in optimizer.param_groups],
+        total_steps=total_steps,
+        pct_start=float(cfg.get("pct_start", 0.3)),
+        div_factor=float(cfg.get("div_factor", 25.0)),
+        final_div_factor=float(cfg.get("final_div_factor", 1e4)),
     )
