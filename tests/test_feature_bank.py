@@ -192,3 +192,32 @@ def test_augmented_feature_passes_read_stored_views_when_training_from_the_bank(
     fit(module, datamodule, callback)
     assert callback.bank is not None and callback.built_images == len(datamodule.train_samples) + len(datamodule.val_samples)
     assert torch.isfinite(module.class_logits(torch.nn.functional.normalize(torch.randn(2, module.backbone.embed_dim), dim=-1))).all()
+
+
+def test_text_only_tuning_trains_from_the_bank_with_its_image_tower_frozen(datamodule, tiny_clip_dir):
+    """CLIP-SVD, LN-tuning/BitFit and LoRA of the text tower alone leave the image tower frozen as a whole (eval
+    mode: a CNN's BatchNorm statistics stay), so a bank serves it; tuning the image tower, or Lipsum-FT's
+    pixel-reading term, keeps pixels."""
+    from clipft.methods import ContrastiveFineTune
+    from clipft.methods.clip_svd import CLIPSVD
+
+    clip = {"_target_": "clipft.models.HFCLIPBackbone", "name_or_path": str(tiny_clip_dir)}
+    adamw = {"_target_": "torch.optim.AdamW", "lr": 5e-2}
+    module = CLIPSVD(datamodule.class_names, clip=clip, optimizer=adamw, svd_towers=["text"])
+    image_before = {k: v.clone() for k, v in module.backbone.image_tower.state_dict().items()}
+    text_before = [p.detach().clone() for p in module.parameters() if p.requires_grad]
+    callback = FeatureBankCallback(views=2)
+    fit(module, datamodule, callback, epochs=2)
+    assert module.freeze_image_tower and not module.backbone.image_tower.training
+    assert callback.bank is not None and callback.built_images == len(datamodule.train_samples) + len(datamodule.val_samples)
+    assert any(not torch.equal(p, q) for p, q in zip([p for p in module.parameters() if p.requires_grad], text_before))
+    for key, value in module.backbone.image_tower.state_dict().items():
+        torch.testing.assert_close(value, image_before[key])
+    assert_val_logits_equal(module, callback, datamodule)
+    both = FeatureBankCallback(views=2)
+    fit(CLIPSVD(datamodule.class_names, clip=clip, optimizer=adamw), datamodule, both)
+    assert both.bank is None  # the image tower's singular values train: pixels
+    lipsum = FeatureBankCallback(views=2)
+    fit(ContrastiveFineTune(datamodule.class_names, clip=clip, optimizer=adamw, freeze_image_tower=True, lipsum_weight=1.0),
+        datamodule, lipsum)
+    assert lipsum.bank is None  # Lipsum-FT runs the pretrained tower on the batch's pixels

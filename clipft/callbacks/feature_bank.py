@@ -190,7 +190,8 @@ class FeatureBankCallback(L.Callback):
         if stage != "fit":
             return
         datamodule = trainer.datamodule
-        if not (getattr(type(pl_module), "reads_image_features", False) and getattr(pl_module, "freeze_image_tower", True)):
+        if not (getattr(type(pl_module), "reads_image_features", False) and getattr(pl_module, "freeze_image_tower", True)) \
+                or getattr(pl_module, "needs_training_pixels", False):
             log.info("feature bank off: %s trains (or reads pixels of) its image tower", type(pl_module).__name__)
             return
         if datamodule is None or not hasattr(datamodule, "feature_dataset"):

@@ -152,7 +152,9 @@ class CLIPSVD(ContrastiveFineTune):
             raise ConfigError(f"svd_towers={list(svd_towers)} must be a non-empty subset of {list(TOWERS)}")
         layers = _layers(svd_layers)
         # ContrastiveFineTune's objective with cls only: CE with the class text encoded with gradients every step
-        super().__init__(*args, sim_weight=0.0, cls_weight=1.0, freeze_logit_scale=True, **kwargs)
+        # a tower left out is frozen as a whole, eval mode included (a CNN tower's BatchNorm statistics stay)
+        super().__init__(*args, sim_weight=0.0, cls_weight=1.0, freeze_logit_scale=True,
+                         freeze_image_tower="image" not in towers, freeze_text_tower="text" not in towers, **kwargs)
         for param in self.backbone.parameters():
             param.requires_grad_(False)
         singular_values = []

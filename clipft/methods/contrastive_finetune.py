@@ -41,6 +41,9 @@ class ContrastiveFineTune(CLIPMethod):
         "class_names", "clip", "optimizer", "scheduler", "prompts", "label_smoothing", "freeze_logit_scale",
         "learning_rates", "layer_decay",
     )
+    # read through image_features(): with freeze_image_tower (LiT-style text tuning, CLIP-SVD / LN-tuning /
+    # BitFit of the text tower alone) a feature bank may serve the tower's rows; the callback checks the flag
+    reads_image_features = True
 
     def __init__(
         self,
@@ -94,9 +97,14 @@ class ContrastiveFineTune(CLIPMethod):
             return self.frozen_class_text()
         return self.encode_prompts(self.prompt_set.training_prompts(self.train_prompt, self._rng))
 
+    @property
+    def needs_training_pixels(self) -> bool:
+        """Lipsum-FT's term runs the pretrained image tower on the batch's pixels: no feature bank then."""
+        return self.lipsum.weight > 0
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         images, labels = batch[0], batch[1]
-        image = self.backbone.encode_image(images)
+        image = self.image_features(images)  # pixels, or a feature bank's rows when the image tower is frozen
         scale = self.logit_scale()
         per_image = self.train_prompt == "per_image" and not self.freeze_text_tower
         needs_class_text = self.cls_weight > 0 or (self.sim_weight > 0 and not per_image)

@@ -97,7 +97,10 @@ class PEFTFineTune(ContrastiveFineTune):
         towers = [str(t) for t in adapt_towers]
         if not towers or any(t not in TOWERS for t in towers):
             raise ConfigError(f"adapt_towers={list(adapt_towers)} must be a non-empty subset of {list(TOWERS)}")
-        super().__init__(*args, freeze_logit_scale=True, **kwargs)
+        # a tower without an adapter is frozen as a whole, eval mode included (a CNN tower's BatchNorm statistics
+        # stay; a frozen text tower's class text is cached): text-only LoRA may then train from a feature bank
+        super().__init__(*args, freeze_logit_scale=True, freeze_image_tower="image" not in towers,
+                         freeze_text_tower="text" not in towers, **kwargs)
         self.adapter_config = {**DEFAULT_ADAPTER, **dict(adapter or {})}
         targets = _targets(type(self.backbone).__name__, target_modules, towers)
         given_image = isinstance(target_modules, str) or bool(dict(target_modules or {}).get("image"))
