@@ -221,3 +221,28 @@ def test_text_only_tuning_trains_from_the_bank_with_its_image_tower_frozen(datam
     fit(ContrastiveFineTune(datamodule.class_names, clip=clip, optimizer=adamw, freeze_image_tower=True, lipsum_weight=1.0),
         datamodule, lipsum)
     assert lipsum.bank is None  # Lipsum-FT runs the pretrained tower on the batch's pixels
+
+
+def test_the_test_pass_reads_the_bank_and_scores_as_pixels_do(datamodule, tiny_clip_dir):
+    """``test_from_bank``: the test split's view-0 rows, keyed by the restored weights, give the pixels' probabilities;
+    a second run over the same backbone encodes no test image again; after the test, loaders read pixels."""
+    module = coop(datamodule, tiny_clip_dir)
+    callback = FeatureBankCallback(views=1)
+    trainer = fit(module, datamodule, callback)
+    built = callback.built_images
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    from_bank = module.test_outputs["probs"].clone()
+    assert callback.built_images == built + len(datamodule.test_samples) and datamodule.feature_dataset is None
+    rows = callback.bank.locate([sample_id(s.path) for s in datamodule.test_samples])
+    assert all(not np.isnan(array[row][0]).any() for array, row in rows)
+    pixels = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    pixels.test(module, datamodule=datamodule, verbose=False)
+    torch.testing.assert_close(from_bank, module.test_outputs["probs"], atol=1e-5, rtol=1e-5)
+    again = FeatureBankCallback(views=1)
+    L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+              callbacks=[again]).test(module, datamodule=datamodule, verbose=False)
+    assert again.built_images == 0 and again.bank.directory == callback.bank.directory
+    off = FeatureBankCallback(views=1, test_from_bank=False)
+    L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+              callbacks=[off]).test(module, datamodule=datamodule, verbose=False)
+    assert off.bank is None

@@ -170,13 +170,17 @@ class FeatureBankCallback(L.Callback):
         directory: where banks live (default: ``feature_banks/`` beside the datamodule's decoded-image cache).
         seed: the augmentation seed of view v of an image is derived from (image, v, seed).
         batch_size: images per forward pass while building.
+        test_from_bank: the test pass (``trainer.test`` with this callback) reads view 0 too, exact as validation:
+            every cell of a protocol sweep over one backbone then encodes the test split once, not once per cell
+            (Tip-Adapter's reference caches its test features the same way). false: the test reads pixels.
     """
 
     def __init__(self, views: int = 10, train_from_bank: bool = True, directory: str | None = None, seed: int = 0,
-                 batch_size: int = 128) -> None:
+                 batch_size: int = 128, test_from_bank: bool = True) -> None:
         if isinstance(views, bool) or not isinstance(views, int) or views < 0:
             raise DataError(f"feature_bank.views={views!r} is not allowed: expected an integer >= 0")
         self.views, self.train_from_bank, self.seed, self.batch_size = views, bool(train_from_bank), int(seed), int(batch_size)
+        self.test_from_bank = bool(test_from_bank)
         self.directory = directory
         self.bank: FeatureBank | None = None
         self.built_images = 0  # images whose rows this process computed (0 on a reused bank)
@@ -187,7 +191,7 @@ class FeatureBankCallback(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Before any loader is asked for (Lightning builds the train loader while configuring the optimiser,
         earlier than ``on_fit_start``); the rows themselves are computed when a loader first asks for a split."""
-        if stage != "fit":
+        if stage != "fit" and not (stage == "test" and self.test_from_bank):
             return
         datamodule = trainer.datamodule
         if not (getattr(type(pl_module), "reads_image_features", False) and getattr(pl_module, "freeze_image_tower", True)) \
@@ -202,13 +206,22 @@ class FeatureBankCallback(L.Callback):
                      type(pl_module).__name__, type(pl_module.backbone).__name__)
             return
         self._module = pl_module
-        self.bank = FeatureBank(self._root(datamodule), self.bank_key(pl_module, datamodule))
         datamodule.feature_dataset = self.dataset
+        if stage == "test":  # keyed when the test loader is asked for: after Lightning restored the tested weights
+            self.bank = None
+            return
+        self.bank = FeatureBank(self._root(datamodule), self.bank_key(pl_module, datamodule))
         log.info("feature bank %s: %d views per image", self.bank.directory, self.views)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._release(trainer)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._release(trainer)
+
+    def _release(self, trainer: L.Trainer) -> None:
         if trainer.datamodule is not None and getattr(trainer.datamodule, "feature_dataset", None) == self.dataset:
-            trainer.datamodule.feature_dataset = None  # test and predict read pixels again
+            trainer.datamodule.feature_dataset = None  # other passes (a held-out split, predict, plots) read pixels again
 
     def _root(self, datamodule: Any) -> Path:
         if self.directory:
@@ -229,9 +242,11 @@ class FeatureBankCallback(L.Callback):
     def dataset(self, samples: Sequence[Any], train: bool) -> Dataset | None:
         """The datamodule's dataset of ``samples``: computes the rows it lacks, then reads them memory-mapped
         (None for training batches when ``train_from_bank`` is false: the datamodule serves pixels)."""
-        assert self.bank is not None
         if train and not self.train_from_bank:
             return None
+        if self.bank is None:  # the test stage's bank, keyed by the restored weights
+            datamodule = self._module.trainer.datamodule
+            self.bank = FeatureBank(self._root(datamodule), self.bank_key(self._module, datamodule))
         identities = [sample_id(s.path) for s in samples]
         with_views = train and self.train_from_bank and self.views > 0  # evaluation reads view 0 only
         todo = self.bank.missing(identities, views=with_views)
