@@ -194,16 +194,10 @@ class FeatureBankCallback(L.Callback):
         if stage != "fit" and not (stage == "test" and self.test_from_bank):
             return
         datamodule = trainer.datamodule
-        if not (getattr(type(pl_module), "reads_image_features", False) and getattr(pl_module, "freeze_image_tower", True)) \
-                or getattr(pl_module, "needs_training_pixels", False):
-            log.info("feature bank off: %s trains (or reads pixels of) its image tower", type(pl_module).__name__)
-            return
-        if datamodule is None or not hasattr(datamodule, "feature_dataset"):
-            log.info("feature bank off: it serves a clipft datamodule's splits (fit with datamodule=)")
-            return
-        if rows_of(pl_module) is None:
-            log.info("feature bank off: %s reads the image tower's pooled output, which %s does not give",
-                     type(pl_module).__name__, type(pl_module.backbone).__name__)
+        reason = self.off_reason(pl_module, datamodule)
+        if reason is not None:
+            if stage == "fit":  # said once a run, not again for its test
+                log.info("feature bank off: %s", reason)
             return
         self._module = pl_module
         datamodule.feature_dataset = self.dataset
@@ -212,6 +206,19 @@ class FeatureBankCallback(L.Callback):
             return
         self.bank = FeatureBank(self._root(datamodule), self.bank_key(pl_module, datamodule))
         log.info("feature bank %s: %d views per image", self.bank.directory, self.views)
+
+    @staticmethod
+    def off_reason(pl_module: L.LightningModule, datamodule: Any) -> str | None:
+        """Why this module / datamodule pair cannot be served from a bank (None: it can)."""
+        name = type(pl_module).__name__
+        if not (getattr(type(pl_module), "reads_image_features", False) and getattr(pl_module, "freeze_image_tower", True)) \
+                or getattr(pl_module, "needs_training_pixels", False):
+            return f"{name} trains (or reads pixels of) its image tower"
+        if datamodule is None or not hasattr(datamodule, "feature_dataset"):
+            return "it serves a clipft datamodule's splits (fit with datamodule=)"
+        if rows_of(pl_module) is None:
+            return f"{name} reads the image tower's pooled output, which {type(pl_module.backbone).__name__} does not give"
+        return None
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._release(trainer)
