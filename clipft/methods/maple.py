@@ -66,6 +66,18 @@ def keep_first_context_tokens(module: CoOp, n_ctx: int, ctx_init: str) -> None:
     module.ctx = nn.Parameter(module.ctx.detach()[:n_ctx].clone())
 
 
+def deep_prompt_class_text(module: CoOp, deep: list[torch.Tensor]) -> torch.Tensor:
+    """Every class prompt of ``module`` with the layer prompts ``deep`` every class shares (MaPLe, PromptSRC),
+    ``text_chunk_size`` classes per checkpointed chunk (:func:`clipft.methods.chunked_text.encode_prompts`)."""
+    first = module.ctx_positions[0]
+
+    def encode(embeddings: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return module.backbone.encode_text_deep_prompts(embeddings, ids, mask, first, deep)
+
+    tokens = {"input_ids": module.prompt_ids, "attention_mask": module.prompt_mask}
+    return encode_prompts(module.backbone, module.prompt_token_embeddings(), tokens, module.text_chunk_size, encode=encode)
+
+
 class MaPLe(CoOp):
     """Coupled text and image prompts in the first ``prompt_depth`` layers of both towers.
 
@@ -120,13 +132,7 @@ class MaPLe(CoOp):
 
     def class_text_features(self) -> torch.Tensor:
         """Every class prompt with the shared deep prompts, ``text_chunk_size`` classes per checkpointed chunk."""
-        first, deep = self.ctx_positions[0], list(self.compound_prompts_text)
-
-        def encode(embeddings: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-            return self.backbone.encode_text_deep_prompts(embeddings, ids, mask, first, deep)
-
-        tokens = {"input_ids": self.prompt_ids, "attention_mask": self.prompt_mask}
-        return encode_prompts(self.backbone, self.prompt_token_embeddings(), tokens, self.text_chunk_size, encode=encode)
+        return deep_prompt_class_text(self, list(self.compound_prompts_text))
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone.encode_image_deep_prompts(images, self.image_prompts())

@@ -44,9 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipft.errors import ConfigError
-from clipft.methods.chunked_text import encode_prompts
 from clipft.methods.coop import CTX_STD, CoOp
-from clipft.methods.maple import MAX_INIT_CTX, keep_first_context_tokens
+from clipft.methods.maple import MAX_INIT_CTX, deep_prompt_class_text, keep_first_context_tokens
 from clipft.models.contract import check_deep_prompt_depths, deep_prompt_widths
 
 log = logging.getLogger(__name__)
@@ -129,15 +128,9 @@ class PromptSRC(CoOp):
     # ------------------------------------------------------------------ features
     def class_text_features(self) -> torch.Tensor:
         """Every class prompt (with the deep text prompts, if any), ``text_chunk_size`` classes per checkpointed chunk."""
-        tokens = {"input_ids": self.prompt_ids, "attention_mask": self.prompt_mask}
         if not len(self.text_prompts):  # the input only: every backbone (CoOp's path)
-            return encode_prompts(self.backbone, self.prompt_token_embeddings(), tokens, self.text_chunk_size)
-        first, deep = self.ctx_positions[0], list(self.text_prompts)
-
-        def encode(embeddings: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-            return self.backbone.encode_text_deep_prompts(embeddings, ids, mask, first, deep)
-
-        return encode_prompts(self.backbone, self.prompt_token_embeddings(), tokens, self.text_chunk_size, encode=encode)
+            return super().class_text_features()
+        return deep_prompt_class_text(self, list(self.text_prompts))
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         if not len(self.image_prompts):
