@@ -235,14 +235,16 @@ def test_the_test_pass_reads_the_bank_and_scores_as_pixels_do(datamodule, tiny_c
     assert callback.built_images == built + len(datamodule.test_samples) and datamodule.feature_dataset is None
     rows = callback.bank.locate([sample_id(s.path) for s in datamodule.test_samples])
     assert all(not np.isnan(array[row][0]).any() for array, row in rows)
-    pixels = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
-    pixels.test(module, datamodule=datamodule, verbose=False)
+
+    def test_with(*callbacks):
+        L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                  callbacks=list(callbacks)).test(module, datamodule=datamodule, verbose=False)
+
+    test_with()  # pixels
     torch.testing.assert_close(from_bank, module.test_outputs["probs"], atol=1e-5, rtol=1e-5)
     again = FeatureBankCallback(views=1)
-    L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-              callbacks=[again]).test(module, datamodule=datamodule, verbose=False)
+    test_with(again)
     assert again.built_images == 0 and again.bank.directory == callback.bank.directory
     off = FeatureBankCallback(views=1, test_from_bank=False)
-    L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-              callbacks=[off]).test(module, datamodule=datamodule, verbose=False)
+    test_with(off)
     assert off.bank is None

@@ -201,11 +201,10 @@ class FeatureBankCallback(L.Callback):
             return
         self._module = pl_module
         datamodule.feature_dataset = self.dataset
-        if stage == "test":  # keyed when the test loader is asked for: after Lightning restored the tested weights
-            self.bank = None
-            return
-        self.bank = FeatureBank(self._root(datamodule), self.bank_key(pl_module, datamodule))
-        log.info("feature bank %s: %d views per image", self.bank.directory, self.views)
+        self.bank = None  # the test's bank is keyed when its loader is asked for: after Lightning restored the weights
+        if stage == "fit":
+            self.bank = self._open(datamodule)
+            log.info("feature bank %s: %d views per image", self.bank.directory, self.views)
 
     @staticmethod
     def off_reason(pl_module: L.LightningModule, datamodule: Any) -> str | None:
@@ -230,6 +229,9 @@ class FeatureBankCallback(L.Callback):
         if trainer.datamodule is not None and getattr(trainer.datamodule, "feature_dataset", None) == self.dataset:
             trainer.datamodule.feature_dataset = None  # other passes (a held-out split, predict, plots) read pixels again
 
+    def _open(self, datamodule: Any) -> FeatureBank:
+        return FeatureBank(self._root(datamodule), self.bank_key(self._module, datamodule))
+
     def _root(self, datamodule: Any) -> Path:
         if self.directory:
             return Path(self.directory).expanduser()
@@ -252,8 +254,7 @@ class FeatureBankCallback(L.Callback):
         if train and not self.train_from_bank:
             return None
         if self.bank is None:  # the test stage's bank, keyed by the restored weights
-            datamodule = self._module.trainer.datamodule
-            self.bank = FeatureBank(self._root(datamodule), self.bank_key(self._module, datamodule))
+            self.bank = self._open(self._module.trainer.datamodule)
         identities = [sample_id(s.path) for s in samples]
         with_views = train and self.train_from_bank and self.views > 0  # evaluation reads view 0 only
         todo = self.bank.missing(identities, views=with_views)
