@@ -31,7 +31,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 NEEDS_DATA_ROOT = {
     p.stem: ("gtsrb32_subset" if "gtsrb" in p.stem else "traffic_sign_58")
     for p in (CONF_DIR / "experiment").glob("*.yaml")
-    if p.stem.startswith(("sign_clip58", "offline_towers_", "align_", "zeroshot_sign_clip", "gtsrb_frozen_head_sign_clip", "gtsrb_fewshot_sign_clip"))
+    if p.stem.startswith(("sign_clip58", "offline_towers_", "align_", "zeroshot_sign_clip", "gtsrb_frozen_head_sign_clip", "gtsrb_fewshot_sign_clip", "gtsrb_sign_clip"))
 }
 
 
