@@ -84,7 +84,7 @@ def child(args: argparse.Namespace) -> None:
                 write_stream(dm, stream, num_workers=2)
             dm = StreamingDataModule(input_dir=str(stream), image_size=32, batch_size=256, num_workers=1)
         elif args.child_loader == "cache":
-            dm.decoded_cache()  # built outside the timed pass
+            dm.decoded_cache(dm.train_samples)  # built outside the timed pass (the loader reads this array)
         loader = dm.train_dataloader()
         next(iter(loader))  # worker start-up and first chunk outside the timing
         start, images = time.perf_counter(), 0

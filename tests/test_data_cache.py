@@ -110,3 +110,24 @@ def test_datamodule_serves_cached_batches(tmp_path, augment_on_device):
     expected = dm.transform(train=False)(dm.decoded_cache().image(str(os.path.realpath(first))))
     assert torch.equal(images[0], expected)  # the eval transform applied to the cached row
     assert labels[0] == dm.val_samples[0].label
+
+
+def test_few_shot_draws_share_the_test_split_array(tmp_path):
+    """One array per sample list: the test split every draw shares is decoded once, each draw adds only its shots."""
+    root = make_traffic_signs(tmp_path / "ts", per_class=(8, 8, 8))
+    cache_dir = tmp_path / "cache"
+
+    def draw(seed):
+        dm = TrafficSignsDataModule(root=str(root), cache=True, cache_dir=str(cache_dir), image_size=8, batch_size=4,
+                                    shots=1, shot_seed=seed)
+        dm.setup()
+        return dm, dm.make_dataset(dm.train_samples, train=True).cache, dm.make_dataset(dm.test_samples, train=False).cache
+
+    first, first_train, first_test = draw(0)
+    second, second_train, second_test = draw(3)
+    assert {s.path for s in first.train_samples} != {s.path for s in second.train_samples}
+    assert second_test.array_file == first_test.array_file and not second_test.rebuilt  # decoded once, by the first draw
+    assert second_train.array_file != first_train.array_file and second_train.rebuilt
+    assert len(second_train.paths) == len(second.train_samples) == 3  # the draw's own shots, not the pool
+    stored = sorted(cache_dir.glob("decoded-*.npy"))
+    assert stored == sorted({first_train.array_file, second_train.array_file, first_test.array_file})  # 3 arrays, not 4

@@ -177,7 +177,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.test_samples: list[Sample] = []
         self.skipped_images: list[dict[str, str]] = []
         self.split_report: dict[str, Any] = {}
-        self._decoded: DecodedImageCache | None = None
+        self._decoded: dict[tuple[tuple[str, ...], int], DecodedImageCache] = {}  # by (paths, size)
         # set by clipft.callbacks.FeatureBankCallback for a frozen image tower: (samples, train) -> dataset of
         # (embedding, label); None: pixels
         self.feature_dataset: Callable[[Sequence[Sample], bool], Dataset] | None = None
@@ -411,15 +411,22 @@ class ImageClassificationDataModule(L.LightningDataModule):
         ratio = float(self.transform_options.get("resize_ratio", 256 / 224))
         return max(int(round(self.preprocessing["image_size"] * ratio)), self.preprocessing["image_size"])
 
-    def decoded_cache(self) -> DecodedImageCache:
-        """The cache over train + val + test (+ the held-out classes' test), built (or validated) on first use."""
+    def decoded_cache(self, samples: Sequence[Sample] | None = None) -> DecodedImageCache:
+        """The cache over ``samples`` (default: every split of the run), built (or validated) on first use.
+
+        One array per sample list, not one per run: a split that many runs share (the test split of
+        every few-shot draw and every method) is decoded and stored once, and a draw adds only its own
+        shots. One array per run wrote the whole test split again for every draw (GTSRB: 200-590 MB each).
+        """
         self.setup()
-        samples = [*self.train_samples, *self.val_samples, *self.test_samples, *(self.held_out.test if self.held_out else [])]
-        if self._decoded is None or self._decoded.size != self.stored_size:
-            paths = sorted({canonical_path(s.path) for s in samples})
+        if samples is None:
+            samples = [*self.train_samples, *self.val_samples, *self.test_samples, *(self.held_out.test if self.held_out else [])]
+        paths = tuple(sorted({canonical_path(s.path) for s in samples}))
+        key = (paths, self.stored_size)
+        if key not in self._decoded:
             name = f"{type(self).__name__.lower()}-{hashlib.sha1(_common_dir(samples).encode()).hexdigest()[:12]}"
-            self._decoded = DecodedImageCache(paths, self.stored_size, self.cache_dir, name).ensure()
-        return self._decoded
+            self._decoded[key] = DecodedImageCache(paths, self.stored_size, self.cache_dir, name).ensure()
+        return self._decoded[key]
 
     # ------------------------------------------------------------------ datasets / loaders
     def make_dataset(self, samples: Sequence[Sample], train: bool) -> Dataset:
@@ -429,14 +436,14 @@ class ImageClassificationDataModule(L.LightningDataModule):
                 return served
         if self.use_cache:
             transform = None if self.augment_on_device else self.transform(train)
-            return CachedImageDataset(samples, self.decoded_cache(), transform)
+            return CachedImageDataset(samples, self.decoded_cache(samples), transform)
         return ImageDataset(samples, self.transform(train))
 
     def image_dataset(self, samples: Sequence[Sample], train: bool) -> Dataset:
         """Pixels with the transform applied here, whatever ``augment_on_device`` says: for one-off passes
         over a split (feature extraction, feature banks) that never reach ``on_after_batch_transfer``."""
         if self.use_cache:
-            return CachedImageDataset(samples, self.decoded_cache(), self.transform(train))
+            return CachedImageDataset(samples, self.decoded_cache(samples), self.transform(train))
         return ImageDataset(samples, self.transform(train))
 
     def _loader(self, split: str) -> DataLoader:
