@@ -223,6 +223,31 @@ def test_text_only_tuning_trains_from_the_bank_with_its_image_tower_frozen(datam
     assert lipsum.bank is None  # Lipsum-FT runs the pretrained tower on the batch's pixels
 
 
+def test_text_only_promptsrc_trains_from_the_bank_and_image_prompts_keep_pixels(datamodule, tiny_clip_dir):
+    """PromptSRC without image prompts runs the frozen image tower, which a bank serves (its image L1 term is 0 then);
+    with image prompts the tower reads prompt tokens, and pixels stay."""
+    from clipft.methods.promptsrc import PromptSRC
+
+    clip = {"_target_": "clipft.models.HFCLIPBackbone", "name_or_path": str(tiny_clip_dir)}
+    text_only = PromptSRC(datamodule.class_names, clip=clip, optimizer=SGD, prompt_depth_text=2, prompt_depth_image=0,
+                          gpa_mean=None)
+    before = {n: p.detach().clone() for n, p in text_only.learned_parameters()}
+    callback = FeatureBankCallback(views=2)
+    fit(text_only, datamodule, callback, epochs=2)
+    assert callback.bank is not None and callback.built_images > 0
+    assert all(not torch.equal(p, before[n]) for n, p in text_only.learned_parameters())
+    assert_val_logits_equal(text_only, callback, datamodule)
+    weight, bias = text_only.linear_head()  # the learned class text over the frozen tower: a linear head to export
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        exported = text_only.backbone.encode_image(images) @ weight.t() + bias
+        torch.testing.assert_close(exported, text_only(images), atol=1e-4, rtol=1e-4)
+    prompted = FeatureBankCallback(views=2)
+    fit(PromptSRC(datamodule.class_names, clip=clip, optimizer=SGD, prompt_depth_text=2, prompt_depth_image=1,
+                  gpa_mean=None), datamodule, prompted)
+    assert prompted.bank is None
+
+
 def test_the_test_pass_reads_the_bank_and_scores_as_pixels_do(datamodule, tiny_clip_dir):
     """``test_from_bank``: the test split's view-0 rows, keyed by the restored weights, give the pixels' probabilities;
     a second run over the same backbone encodes no test image again; after the test, loaders read pixels."""

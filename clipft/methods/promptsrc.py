@@ -80,7 +80,9 @@ class PromptSRC(CoOp):
         Every other argument: :class:`~clipft.methods.coop.CoOp` (one shared context, class token at the end).
     """
 
-    reads_image_features = False  # the image tower reads prompt tokens: pixels, never a feature bank's rows
+    # text-only (prompt_depth_image=0): the frozen image tower, read through image_features(), so a feature bank
+    # may serve it; with image prompts the tower reads prompt tokens and needs_training_pixels keeps pixels
+    reads_image_features = True
 
     passes_on = ("class_names", "clip", "optimizer", "scheduler", "prompts", "label_smoothing", "init_seed")
 
@@ -132,9 +134,14 @@ class PromptSRC(CoOp):
             return super().class_text_features()
         return deep_prompt_class_text(self, list(self.text_prompts))
 
+    @property
+    def needs_training_pixels(self) -> bool:
+        """Image prompts enter the image tower's layers: no feature bank's rows can stand for its output."""
+        return len(self.image_prompts) > 0
+
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         if not len(self.image_prompts):
-            return self.backbone.encode_image(images)
+            return self.image_features(images)  # pixels, or a feature bank's rows
         return self.backbone.encode_image_deep_prompts(images, list(self.image_prompts))
 
     def teacher_prompts(self) -> list[list[str]]:
@@ -160,8 +167,10 @@ class PromptSRC(CoOp):
             text = self.class_text_features()
         return self.logit_scale() * image @ text.to(image.dtype).t()
 
-    def linear_head(self) -> None:
-        return None  # with image prompts the image features are not encode_image's
+    def linear_head(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if len(self.image_prompts):
+            return None  # with image prompts the image features are not encode_image's
+        return super().linear_head()  # text-only: the learned class text over the frozen image tower
 
     def set_prompts(self, prompts: dict[str, Any]) -> None:
         """The prompt set is the frozen teacher's: swapping it changes the regulariser, not the learned prompts."""
@@ -174,8 +183,8 @@ class PromptSRC(CoOp):
         image, text = self.encode_images(images), self.class_text_features()
         scale = self.logit_scale()
         logits = scale * image @ text.to(image.dtype).t()
-        with torch.no_grad():
-            frozen_image = self.backbone.encode_image(images)
+        with torch.no_grad():  # without image prompts the prompted image features are the frozen ones
+            frozen_image = self.backbone.encode_image(images) if len(self.image_prompts) else image.detach()
             frozen_text = self.teacher_text_features().to(image.dtype)
             frozen_logits = scale * frozen_image @ frozen_text.t()
         kl = F.kl_div(F.log_softmax(logits, dim=1), F.log_softmax(frozen_logits, dim=1), reduction="sum", log_target=True)
