@@ -226,10 +226,11 @@ def _hm_of_means(cells: dict[tuple[str, str], Cell]) -> None:
 
 
 def average_cells(part: pd.DataFrame, columns: list[str], metrics: tuple[str, ...]) -> dict[tuple[str, str], Cell]:
-    """The Average column of one row: over ``columns``, only when the row has every one of them."""
+    """The Average column of one row: over ``columns``, only when the row has every one of them and there are
+    two or more (an Average of one dataset would print its column twice)."""
     per_metric = {m: part[part["metric"] == m] for m in metrics}
     out: dict[tuple[str, str], Cell] = {}
-    if not columns or any(set(columns) - set(per_metric[m]["column"]) for m in metrics if m != "hm"):
+    if len(columns) < 2 or any(set(columns) - set(per_metric[m]["column"]) for m in metrics if m != "hm"):
         return out
     for metric in (m for m in metrics if m != "hm"):
         rows = per_metric[metric]
