@@ -129,5 +129,7 @@ def test_few_shot_draws_share_the_test_split_array(tmp_path):
     assert second_test.array_file == first_test.array_file and not second_test.rebuilt  # decoded once, by the first draw
     assert second_train.array_file != first_train.array_file and second_train.rebuilt
     assert len(second_train.paths) == len(second.train_samples) == 3  # the draw's own shots, not the pool
+    some_test = second.make_dataset(second.test_samples[:2], train=False).cache  # a bank's missing rows: a subset
+    assert some_test is second_test and len(some_test.paths) == len(second.test_samples)
     stored = sorted(cache_dir.glob("decoded-*.npy"))
     assert stored == sorted({first_train.array_file, second_train.array_file, first_test.array_file})  # 3 arrays, not 4

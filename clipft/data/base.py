@@ -412,21 +412,32 @@ class ImageClassificationDataModule(L.LightningDataModule):
         return max(int(round(self.preprocessing["image_size"] * ratio)), self.preprocessing["image_size"])
 
     def decoded_cache(self, samples: Sequence[Sample] | None = None) -> DecodedImageCache:
-        """The cache over ``samples`` (default: every split of the run), built (or validated) on first use.
+        """The cache over the split ``samples`` come from (default: every split of the run), built (or validated)
+        on first use.
 
-        One array per sample list, not one per run: a split that many runs share (the test split of
-        every few-shot draw and every method) is decoded and stored once, and a draw adds only its own
-        shots. One array per run wrote the whole test split again for every draw (GTSRB: 200-590 MB each).
+        One array per split, not one per run: a split that many runs share (the test split of every few-shot
+        draw and every method) is decoded and stored once, and a draw adds only its own shots. One array per
+        run wrote the whole test split again for every draw (GTSRB: 200-590 MB each).
         """
         self.setup()
-        if samples is None:
-            samples = [*self.train_samples, *self.val_samples, *self.test_samples, *(self.held_out.test if self.held_out else [])]
-        paths = tuple(sorted({canonical_path(s.path) for s in samples}))
+        pool = self._split_of(samples)
+        paths = tuple(sorted({canonical_path(s.path) for s in pool}))
         key = (paths, self.stored_size)
         if key not in self._decoded:
-            name = f"{type(self).__name__.lower()}-{hashlib.sha1(_common_dir(samples).encode()).hexdigest()[:12]}"
+            name = f"{type(self).__name__.lower()}-{hashlib.sha1(_common_dir(pool).encode()).hexdigest()[:12]}"
             self._decoded[key] = DecodedImageCache(paths, self.stored_size, self.cache_dir, name).ensure()
         return self._decoded[key]
+
+    def _split_of(self, samples: Sequence[Sample] | None) -> Sequence[Sample]:
+        """The split list holding every one of ``samples`` (a feature bank asks for the rows it lacks: a subset
+        of one split, which must not get an array of its own), else every split together."""
+        splits = [self.train_samples, self.val_samples, self.test_samples, self.held_out.test if self.held_out else []]
+        if samples is not None:
+            wanted = {canonical_path(s.path) for s in samples}
+            for split in splits:
+                if wanted <= {canonical_path(s.path) for s in split}:
+                    return split
+        return [sample for split in splits for sample in split]
 
     # ------------------------------------------------------------------ datasets / loaders
     def make_dataset(self, samples: Sequence[Sample], train: bool) -> Dataset:
