@@ -23,7 +23,7 @@ def plot_protocol(table: ProtocolTable, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = _shots_figure(plt, table) if table.by_shots else _bars_figure(plt, table)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # "tight": the legend beside the panels is kept
     plt.close(fig)
     return path
 
@@ -32,8 +32,10 @@ def _shots_figure(plt, table: ProtocolTable):
     panels = _panels(table)
     ncols = min(4, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.8 * nrows), squeeze=False)
+    width, height = (4.8, 3.6) if len(panels) == 1 else (3.2, 2.8)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
     methods = list(dict.fromkeys(method for method, _ in table.rows))
+    styles = _method_styles(plt, methods)
     metric = table.metrics[-1]  # acc (or HM)
     shots = sorted({k for _, k in table.rows if k is not None})
     for ax, column in zip(axes.flat, panels):
@@ -42,7 +44,7 @@ def _shots_figure(plt, table: ProtocolTable):
                             if m == method and k is not None and (column, metric) in cells)
             if points:
                 ax.errorbar([k for k, _ in points], [100 * c.mean for _, c in points],
-                            yerr=[100 * (c.std or 0.0) for _, c in points], marker="o", capsize=2, label=method)
+                            yerr=[100 * (c.std or 0.0) for _, c in points], capsize=2, label=method, **styles[method])
         ax.set_xscale("log", base=2)
         ax.set_xticks(shots, [str(k) for k in shots])
         ax.minorticks_off()
@@ -51,9 +53,17 @@ def _shots_figure(plt, table: ProtocolTable):
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     axes.flat[0].set_ylabel("accuracy (%)")
-    axes.flat[0].legend(fontsize=7)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)  # beside: never over a line
     fig.supxlabel("training images per class (K)", fontsize=9)
     return fig
+
+
+def _method_styles(plt, methods: list[str]) -> dict[str, dict[str, str]]:
+    """A colour and a marker per method: the default cycle has 10 colours, a grid of methods often more."""
+    colours = plt.get_cmap("tab20").colors if len(methods) > 10 else plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    markers = "osD^v<>PX*hp"
+    return {m: {"color": colours[i % len(colours)], "marker": markers[i % len(markers)]} for i, m in enumerate(methods)}
 
 
 def _bars_figure(plt, table: ProtocolTable):
