@@ -108,3 +108,11 @@ def test_model_stock_merges_two_runs_and_runs_from_another_backbone_are_refused(
     torch.save(ckpt, ckpt_path)
     with pytest.raises(CheckpointError, match="another backbone"):
         merge_runs("task_arithmetic", [runs[0], other], tmp_path / "refused")
+    linked = tmp_path / "linked"  # the same pretrained folder through a symlink (a worktree, a moved checkout)
+    shutil.copytree(runs[1].parent, linked)
+    (tmp_path / "clip-link").symlink_to(tiny_clip_dir, target_is_directory=True)
+    ckpt_path = linked / "run" / "checkpoints" / "best.ckpt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    ckpt["hyper_parameters"]["clip"]["name_or_path"] = str(tmp_path / "clip-link")
+    torch.save(ckpt, ckpt_path)
+    assert merge_runs("model_stock", [runs[0], linked / "run"], tmp_path / "through-a-link")["lambda"] is None

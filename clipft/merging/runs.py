@@ -14,7 +14,8 @@ and ``merge.md`` hold every run's val accuracy at every lambda.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,16 @@ def check_mergeable(tasks: Sequence[Task]) -> None:
 
 
 def backbone_config(task: Task) -> Any:
-    return (task.checkpoint.get("hyper_parameters") or {}).get("clip")
+    """The run's ``model.clip``, a local folder by its real path: one pretrained folder reached through two
+    checkouts (a symlink, a worktree, a moved tree) is one backbone; a hub name stays as written."""
+    config = (task.checkpoint.get("hyper_parameters") or {}).get("clip")
+    if not isinstance(config, Mapping):
+        return config
+    config = dict(config)
+    path = config.get("name_or_path")
+    if isinstance(path, str) and os.path.exists(path):
+        config["name_or_path"] = os.path.realpath(path)
+    return config
 
 
 def backbone_of(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
