@@ -113,7 +113,7 @@ def test_datamodule_serves_cached_batches(tmp_path, augment_on_device):
 
 
 def test_few_shot_draws_share_the_test_split_array(tmp_path):
-    """One array per sample list: the test split every draw shares is decoded once, each draw adds only its shots."""
+    """One array per split: the test split every draw shares is decoded once, each draw adds only its shots."""
     root = make_traffic_signs(tmp_path / "ts", per_class=(8, 8, 8))
     cache_dir = tmp_path / "cache"
 

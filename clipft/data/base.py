@@ -432,6 +432,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         """The split list holding every one of ``samples`` (a feature bank asks for the rows it lacks: a subset
         of one split, which must not get an array of its own), else every split together."""
         splits = [self.train_samples, self.val_samples, self.test_samples, self.held_out.test if self.held_out else []]
+        if any(samples is split for split in splits):  # a loader's own split: no path sets to build
+            return samples
         if samples is not None:
             wanted = {canonical_path(s.path) for s in samples}
             for split in splits:

@@ -14,7 +14,6 @@ and ``merge.md`` hold every run's val accuracy at every lambda.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 
 from clipft.errors import CheckpointError, ConfigError, DataError
 from clipft.merging.weights import apply_task_vector, model_stock, sum_task_vectors, task_vectors, ties_task_vector
+from clipft.pipeline.run_dir import comparable_value
 from clipft.pipeline.soup import ValScorer, find_ingredients
 from clipft.utils.checkpoint_io import read_checkpoint, write_checkpoint
 from clipft.utils.io import atomic_write_json, atomic_write_text
@@ -100,16 +100,12 @@ def check_mergeable(tasks: Sequence[Task]) -> None:
 
 
 def backbone_config(task: Task) -> Any:
-    """The run's ``model.clip``, a local folder by its real path: one pretrained folder reached through two
-    checkouts (a symlink, a worktree, a moved tree) is one backbone; a hub name stays as written."""
+    """The run's ``model.clip``, its ``name_or_path`` compared as a resume compares paths (resolved: one pretrained
+    folder reached through a symlink or another checkout is one backbone)."""
     config = (task.checkpoint.get("hyper_parameters") or {}).get("clip")
     if not isinstance(config, Mapping):
         return config
-    config = dict(config)
-    path = config.get("name_or_path")
-    if isinstance(path, str) and os.path.exists(path):
-        config["name_or_path"] = os.path.realpath(path)
-    return config
+    return {**config, "name_or_path": comparable_value(config.get("name_or_path"))}
 
 
 def backbone_of(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -125,7 +125,7 @@ def check_same_experiment(run_dir: Path, cfg: DictConfig, ckpt: Path) -> None:
         old, new = _lookup(recorded, key), OmegaConf.select(cfg, key, default=None)
         if old is None and new is None:
             continue
-        if _normalise(old) != _normalise(new):
+        if comparable_value(old) != comparable_value(new):
             differs.append(f"{key}: {old!r} -> {new!r}")
     if differs:
         raise CheckpointError(
@@ -160,8 +160,9 @@ def _lookup(tree: Any, key: str) -> Any:
     return tree
 
 
-def _normalise(value: Any) -> Any:
-    """Paths compare resolved; other values as they are."""
+def comparable_value(value: Any) -> Any:
+    """A config value as two runs' configs should be compared: paths resolved (one folder reached through a
+    symlink, a worktree or a moved checkout is one folder); other values as they are."""
     if isinstance(value, str) and ("/" in value or value.startswith(".")):
         return os.path.realpath(os.path.expanduser(value))
     return value
